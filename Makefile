@@ -1,0 +1,25 @@
+# The two set-up commands of the README: `make demo` (the rig on the simulated source) and
+# `make test`. Both create/refresh the virtualenv first; later runs skip what is installed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FRAMES ?= 100
+# keep DDS discovery on this machine (tests and demo never need the network)
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: venv demo test lint train-demo-model
+
+venv:
+	@bash scripts/bootstrap.sh $(VENV)
+
+demo: venv
+	$(PY) -m evseg_ros.cli demo --frames $(FRAMES) --output output/demo
+
+test: venv
+	$(PY) -m pytest -q --import-mode=importlib -p no:cacheprovider test
+
+lint: venv
+	$(PY) -m ruff check evseg_ros test scripts launch
+
+train-demo-model: venv
+	$(PY) scripts/train_demo_model.py

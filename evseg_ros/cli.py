@@ -1,0 +1,82 @@
+"""``evseg``: the command-line entry point (run the graph in-process, run the demo).
+
+ROS imports happen inside the subcommands, so ``evseg --help`` works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from evseg_ros.paths import DEFAULT_CONFIG
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from evseg_ros.nodes.runner import InProcessGraph  # noqa: PLC0415 (needs rclpy)
+
+    overrides: dict[str, dict] = {}
+    if args.model:
+        overrides.setdefault("segmentation", {})["model_path"] = args.model
+    if args.backend:
+        overrides.setdefault("segmentation", {})["backend"] = args.backend
+    if args.source:
+        for name in ("evk4_driver", "flir_driver"):
+            overrides.setdefault(name, {})["source"] = args.source
+    with InProcessGraph(args.config, overrides=overrides) as graph:
+        names = ", ".join(node.get_fully_qualified_name() for node in graph.nodes.values())
+        print(f"running {names} (Ctrl-C to stop)", flush=True)
+        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+        try:
+            while time.monotonic() < deadline:
+                graph.spin_once(0.05)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from evseg_ros.nodes.demo import format_report, run_demo  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.runtime import ModelNotFoundError  # noqa: PLC0415
+
+    try:
+        report = run_demo(
+            config=args.config, frames=args.frames, output_dir=args.output, model=args.model
+        )
+    except ModelNotFoundError as err:
+        print(f"evseg demo: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0 if report.counts.get("masks_received") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the rig graph in one process (no ros2 launch needed)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="ROS 2 parameter file")
+    run.add_argument("--source", choices=("sim", "hardware"), help="override both drivers")
+    run.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"))
+    run.add_argument("--model", help="override segmentation model_path")
+    run.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = forever)")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="run the rig on the simulator and report figures")
+    demo.add_argument("--config", default=DEFAULT_CONFIG, help="ROS 2 parameter file")
+    demo.add_argument("--frames", type=int, default=100, help="masks to collect")
+    demo.add_argument("--output", default="output/demo", help="folder for PNGs and summary.json")
+    demo.add_argument("--model", help="override segmentation model_path")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Registry of event-stream decoders, keyed by the ``encoding`` field of EventPacket."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol
+
+import numpy as np
+
+from evseg_ros.events.evt2 import Evt2Decoder
+from evseg_ros.events.evt3 import Evt3Decoder
+
+
+class Decoded(NamedTuple):
+    events: np.ndarray
+    triggers: np.ndarray
+
+
+class EventDecoder(Protocol):
+    """What the accumulator needs from a decoder: stateful, packet after packet."""
+
+    def decode(self, data: bytes | bytearray | memoryview | np.ndarray) -> Decoded: ...
+
+    def reset(self) -> None: ...
+
+    @property
+    def current_time_us(self) -> int: ...
+
+
+DECODERS: dict[str, Callable[..., EventDecoder]] = {
+    "evt2": Evt2Decoder,
+    "evt3": Evt3Decoder,
+}
+
+
+def create_decoder(encoding: str, *, width: int, height: int) -> EventDecoder:
+    """Make a decoder for ``encoding``; unknown encodings raise ``KeyError`` naming the known ones."""
+    try:
+        factory = DECODERS[encoding]
+    except KeyError:
+        msg = f"no decoder for encoding {encoding!r}; known: {sorted(DECODERS)}"
+        raise KeyError(msg) from None
+    return factory(width=width, height=height)

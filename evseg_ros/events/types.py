@@ -1,0 +1,31 @@
+"""Record layouts shared by every event decoder, encoder, simulator and accumulator.
+
+Events are structured numpy arrays (the layout event_camera_py and Metavision use) so that a
+packet's worth of events moves between stages without per-event Python objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: One contrast-detection (CD) event. ``t`` is sensor time in microseconds, already unwrapped
+#: (EVT3 carries 24 bits that wrap every 2**24 us ~ 16.77 s; decoders extend it to 64 bits).
+#: ``p`` is 1 for ON (brighter), 0 for OFF.
+EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("p", "u1"), ("t", "<i8")])
+
+#: One external-trigger edge seen by the event camera. ``value`` 1 = rising edge, 0 = falling.
+TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("channel", "u1"), ("value", "u1")])
+
+#: EVT3 time stamps are 24-bit microsecond counters.
+EVT3_TIME_BITS = 24
+EVT3_TIME_PERIOD_US = 1 << EVT3_TIME_BITS
+
+
+def empty_events() -> np.ndarray:
+    """Return a zero-length event array with the shared layout."""
+    return np.empty(0, dtype=EVENT_DTYPE)
+
+
+def empty_triggers() -> np.ndarray:
+    """Return a zero-length trigger array with the shared layout."""
+    return np.empty(0, dtype=TRIGGER_DTYPE)

@@ -1,0 +1,107 @@
+"""Accumulator node: EventPackets + frames in, one event frame per frame out.
+
+The event frame goes to in-process listeners directly (the co-located segmentation stage, no
+serialisation) and is published on ``event_frame`` (32FC3, the frame's exact stamp) only while
+something subscribes to it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from event_camera_msgs.msg import EventPacket
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from evseg_ros.events.window import WindowConfig
+from evseg_ros.geometry.calibration import load_calibration
+from evseg_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
+from evseg_ros.nodes.image_conversion import stamp_to_ns, to_image_msg
+from evseg_ros.nodes.params import Param, declare_parameters
+from evseg_ros.nodes.qos import EVENTS_QOS, FRAMES_QOS, RESULTS_QOS
+from evseg_ros.nodes.spin import run_node
+from evseg_ros.paths import resolve_package_path
+from evseg_ros.pipeline.accumulator import AccumulatorConfig, EventFrameAccumulator, ReadyFrame
+
+PARAMS: tuple[Param, ...] = (
+    Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration file"),
+    Param("window_duration_us", 30_000, "length of each frame's event window [us]"),
+    Param(
+        "window_end_offset_us", 5_000,
+        "window end relative to the frame's trigger [us] (middle of a nominal exposure)",
+    ),
+    Param("trigger_channel", 0, "external-trigger channel wired to the frame camera"),
+    Param("trigger_tolerance_us", 50_000, "max |trigger - mapped frame stamp| to pair them [us]"),
+    Param("max_wait_ms", 200.0, "longest a frame waits for its events before going out late"),
+)
+
+#: A listener gets the ready event frame and the camera Image it belongs to.
+FrameListener = Callable[[ReadyFrame, Image], None]
+
+
+class AccumulatorNode(Node):
+    """Feed packets and frames to :class:`EventFrameAccumulator`; deliver what it returns."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("accumulator", **kwargs)
+        self.params = declare_parameters(self, PARAMS)
+        calibration = load_calibration(resolve_package_path(self.params["calibration_file"]))
+        config = AccumulatorConfig(
+            window=WindowConfig(
+                duration_us=int(self.params["window_duration_us"]),
+                end_offset_us=int(self.params["window_end_offset_us"]),
+            ),
+            trigger_channel=int(self.params["trigger_channel"]),
+            trigger_tolerance_us=int(self.params["trigger_tolerance_us"]),
+            max_wait_ns=int(self.params["max_wait_ms"] * 1e6),
+        )
+        self.core = EventFrameAccumulator(calibration, config)
+        self.listeners: list[FrameListener] = []
+        self.event_frame_publisher = self.create_publisher(Image, "event_frame", RESULTS_QOS)
+        self.create_subscription(EventPacket, "events", self._on_packet, EVENTS_QOS)
+        self.create_subscription(Image, "frame/image_raw", self._on_frame, FRAMES_QOS)
+        self.timer = self.create_timer(0.01, self._deliver)
+        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
+
+    def add_listener(self, listener: FrameListener) -> None:
+        """Receive event frames in-process (co-located segmentation)."""
+        self.listeners.append(listener)
+
+    def _on_packet(self, msg: EventPacket) -> None:
+        self.core.on_packet(
+            encoding=msg.encoding, data=msg.events, seq=msg.seq,
+            stamp_ns=stamp_to_ns(msg.header), width=msg.width, height=msg.height,
+        )
+        self._deliver()
+
+    def _on_frame(self, msg: Image) -> None:
+        self.core.on_frame(msg, stamp_to_ns(msg.header))
+        self._deliver()
+
+    def _deliver(self) -> None:
+        for ready in self.core.poll():
+            image_msg: Image = ready.key
+            if self.event_frame_publisher.get_subscription_count() > 0:
+                frame = ready.event_frame.transpose(1, 2, 0)
+                self.event_frame_publisher.publish(to_image_msg(frame, "32FC3", image_msg.header))
+            for listener in self.listeners:
+                listener(ready, image_msg)
+
+    def _diagnostics(self):
+        values = self.core.diagnostics()
+        problems = [
+            name for name in ("seq_gaps", "unknown_encoding", "geometry_mismatch",
+                              "decode_failures", "frames_late", "frames_without_trigger")
+            if values.get(name)
+        ]
+        if problems:
+            return WARN, "counted: " + ", ".join(problems), values
+        return OK, "ok", values
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(AccumulatorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Parameters of the simulated rig, shared by both driver nodes so they render one scene."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from evseg_ros.geometry.calibration import load_calibration
+from evseg_ros.nodes.params import Param
+from evseg_ros.paths import resolve_package_path
+from evseg_ros.sim import CoaxialRigSim, SimConfig
+
+SIM_PARAMS: tuple[Param, ...] = (
+    Param("sim_seed", 0, "seed of the simulated scene (same seed: same world)"),
+    Param("sim_frame_rate_hz", 10.0, "trigger / frame rate of the simulated rig [Hz]"),
+    Param("sim_exposure_us", 10_000, "nominal frame exposure [us] (night uses a longer one)"),
+    Param(
+        "sim_lighting", "cycle", "lighting of the simulated scene",
+        ("normal", "night", "glare", "cycle"),
+    ),
+    Param("sim_lighting_period_s", 4.0, "time between lighting changes in 'cycle' mode [s]"),
+    Param("sim_ego_speed_mps", 12.0, "speed of the simulated ego vehicle [m/s]"),
+    Param(
+        "sim_epoch_ns", 0,
+        "ROS time [ns] at which simulated sensor time 0 happened; both drivers must agree. "
+        "0 = the node's start time (use only with a single driver)",
+    ),
+)
+
+
+def build_rig(values: dict[str, Any]) -> tuple[CoaxialRigSim, int]:
+    """Build the simulated rig and its epoch from declared parameter values."""
+    calibration = load_calibration(resolve_package_path(values["calibration_file"]))
+    config = SimConfig(
+        seed=int(values["sim_seed"]),
+        frame_rate_hz=float(values["sim_frame_rate_hz"]),
+        exposure_us=int(values["sim_exposure_us"]),
+        lighting=str(values["sim_lighting"]),
+        lighting_period_s=float(values["sim_lighting_period_s"]),
+        ego_speed_mps=float(values["sim_ego_speed_mps"]),
+    )
+    epoch = int(values["sim_epoch_ns"]) or time.time_ns()
+    return CoaxialRigSim(calibration, config), epoch

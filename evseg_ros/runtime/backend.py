@@ -1,0 +1,200 @@
+"""The segmentation backend interface, the model I/O contract and the backend registry.
+
+The node talks to one small interface, :class:`SegmentationBackend`, so the inference engine
+(ONNX Runtime on CPU or CUDA, PyTorch, later TensorRT) is a launch parameter, not a code change.
+The contract constants live here, in a module that imports neither torch nor onnxruntime, so the
+exporter and every backend agree on names without pulling in each other's dependencies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+
+#: Graph input names, in order.
+INPUT_NAMES = ("image", "events")
+#: Required output: per-pixel class id.
+MASK_OUTPUT = "mask"
+#: Optional output: per-class scores.
+LOGITS_OUTPUT = "logits"
+#: Human-readable input contract, also stored in each exported model's metadata.
+INPUT_CONTRACT = (
+    "image: float32 Nx3xHxW RGB in [0,1]; "
+    "events: float32 Nx3xHxW event frame (ON count, OFF count, latest time in [0,1]) "
+    "on the image grid; mask: uint8 NxHxW class ids; logits: float32 NxCxHxW"
+)
+
+#: ONNX metadata keys written by the exporter.
+META_LABEL_SET = "evseg.label_set"
+META_CLASSES = "evseg.classes"
+META_VARIANT = "evseg.variant"
+META_CONTRACT = "evseg.input_contract"
+
+
+@dataclass
+class SegmentationResult:
+    """One frame's segmentation.
+
+    Attributes:
+        mask: ``H x W`` uint8 class ids at the input image's resolution.
+        logits: ``C x h x w`` float32 scores at the network's resolution, or None when the model
+            has no logits output or they were not requested (they cost a copy per frame).
+        timings: Milliseconds spent per stage: ``preprocess``, ``inference``, ``postprocess``.
+    """
+
+    mask: np.ndarray
+    logits: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SegmentationBackend(Protocol):
+    """What the node needs from an inference engine."""
+
+    #: Registry name of the engine (``"onnxruntime"``, ``"pytorch"``).
+    name: str
+    #: Where it runs (``"cpu"``, ``"cuda"``).
+    device: str
+
+    def infer(self, image: np.ndarray, events: np.ndarray) -> SegmentationResult:
+        """Segment one frame.
+
+        Args:
+            image: ``H x W x 3`` uint8 RGB.
+            events: ``3 x H x W`` float32 event frame on the image's pixel grid.
+        """
+        ...
+
+
+BackendFactory = Callable[..., SegmentationBackend]
+
+
+def check_inputs(image: np.ndarray, events: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is HxWx3 uint8 and ``events`` 3xHxW on its grid."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        msg = f"image must be HxWx3 uint8 RGB, got {image.shape} {image.dtype}"
+        raise ValueError(msg)
+    if events.ndim != 3 or events.shape != (3, *image.shape[:2]):
+        height, width = image.shape[:2]
+        msg = f"events must be 3x{height}x{width} (the image grid), got {events.shape}"
+        raise ValueError(msg)
+
+
+def to_network_inputs(
+    image: np.ndarray, events: np.ndarray, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn one frame into the network's ``1x3xHxW`` float32 tensors, resized to ``size``.
+
+    Resizing (``size`` is ``(width, height)``; None or the native size skips it):
+
+    * image: ``INTER_AREA`` when shrinking (no aliasing), ``INTER_LINEAR`` when enlarging;
+    * event counts: the same interpolation, i.e. the *mean* count over the covered source
+      pixels. That keeps the unit the network was trained on (events per pixel of the frame
+      grid) instead of the sum, which would inflate counts by the area ratio;
+    * event time: ``INTER_NEAREST``, because averaging a "latest event time" with the zeros of
+      silent pixels would invent times no event had.
+    """
+    check_inputs(image, events)
+    height, width = image.shape[:2]
+    if size is not None and tuple(size) != (width, height):
+        shrink = size[0] <= width and size[1] <= height
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, size, interpolation=interp)
+        counts = cv2.resize(
+            np.ascontiguousarray(events[:2].transpose(1, 2, 0), dtype=np.float32),
+            size,
+            interpolation=interp,
+        )
+        latest = cv2.resize(
+            np.ascontiguousarray(events[2], dtype=np.float32),
+            size,
+            interpolation=cv2.INTER_NEAREST,
+        )
+        events = np.concatenate([counts.transpose(2, 0, 1), latest[None]], axis=0)
+    image_t = (image.astype(np.float32) * np.float32(1.0 / 255.0)).transpose(2, 0, 1)[None]
+    events_t = events.astype(np.float32, copy=False)[None]
+    return np.ascontiguousarray(image_t), np.ascontiguousarray(events_t)
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bring a class-id mask to ``width x height`` with nearest neighbour (ids never blend)."""
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def _onnxruntime_factory(model_path: str | Path, **kwargs) -> SegmentationBackend:
+    from evseg_ros.runtime.onnx_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(model_path, **kwargs)
+
+
+def _pytorch_factory(model_path: str | Path, **kwargs) -> SegmentationBackend:
+    from evseg_ros.runtime.torch_backend import TorchBackend
+
+    return TorchBackend(model_path, **kwargs)
+
+
+#: Backend name -> factory ``(model_path, *, network_width, network_height, **options)``.
+#: Factories import their engine lazily so a missing optional engine only matters when chosen.
+BACKENDS: dict[str, BackendFactory] = {
+    "onnxruntime": _onnxruntime_factory,
+    "pytorch": _pytorch_factory,
+}
+
+#: Checkpoint suffixes that ``"auto"`` hands to the PyTorch backend.
+_TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def create_backend(
+    name: str,
+    model_path: str | Path,
+    *,
+    network_width: int = 0,
+    network_height: int = 0,
+    **options,
+) -> SegmentationBackend:
+    """Build a backend by name.
+
+    Args:
+        name: ``"auto"`` or a key of :data:`BACKENDS`. ``"auto"`` picks ONNX Runtime (CUDA
+            provider when available, else CPU) for ONNX files and PyTorch for ``.pt``
+            checkpoints, and logs its choice.
+        model_path: Model file.
+        network_width: Width the network runs at; 0 keeps the input's native size.
+        network_height: Height the network runs at; 0 keeps the input's native size.
+        **options: Engine-specific options (e.g. ``intra_op_num_threads``).
+
+    Raises:
+        ValueError: ``name`` is not known; the message lists the known names.
+        ModelNotFoundError: ``model_path`` does not exist.
+        RuntimeBackendError: The model cannot be loaded or breaks the contract.
+    """
+    if name == "auto":
+        chosen = "pytorch" if Path(model_path).suffix in _TORCH_SUFFIXES else "onnxruntime"
+    elif name in BACKENDS:
+        chosen = name
+    else:
+        msg = f"unknown segmentation backend {name!r}; known: {['auto', *sorted(BACKENDS)]}"
+        raise ValueError(msg)
+    backend = BACKENDS[chosen](
+        model_path, network_width=network_width, network_height=network_height, **options
+    )
+    level = logging.INFO if name == "auto" else logging.DEBUG
+    _LOG.log(
+        level,
+        "segmentation backend %s on %s (requested %r) for %s",
+        backend.name,
+        backend.device,
+        name,
+        model_path,
+    )
+    return backend

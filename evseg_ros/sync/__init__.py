@@ -1,0 +1,8 @@
+"""Time synchronisation between the event camera's sensor clock and ROS time."""
+
+from __future__ import annotations
+
+from evseg_ros.sync.clock_offset import ClockOffsetEstimator
+from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
+
+__all__ = ["ClockOffsetEstimator", "MatchResult", "TriggerMatcher"]

@@ -1,0 +1,120 @@
+"""The accumulator stage on an encoded EVT3 stream with hardware-style triggers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evseg_ros.events.event_frame import EventFrameBuilder
+from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
+from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
+from evseg_ros.events.window import WindowConfig
+from evseg_ros.pipeline import AccumulatorConfig, EventFrameAccumulator
+
+EPOCH_NS = 1_700_000_000_000_000_000
+PERIOD_US = 100_000
+PACKET_US = 10_000
+
+
+def _stream(duration_us: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = duration_us // 20
+    events = np.zeros(n, dtype=EVENT_DTYPE)
+    events["t"] = np.sort(rng.integers(0, duration_us, n))
+    events["x"] = rng.integers(0, 400, n)
+    events["y"] = rng.integers(0, 225, n)
+    events["p"] = rng.integers(0, 2, n)
+    starts = np.arange(0, duration_us, PERIOD_US)
+    triggers = np.zeros(2 * len(starts), dtype=TRIGGER_DTYPE)
+    triggers["t"] = np.stack([starts, starts + 500], axis=1).ravel()
+    triggers["value"] = np.tile([1, 0], len(starts))
+    return events, triggers
+
+
+def _packets(events, triggers, duration_us):
+    state = Evt3EncoderState()
+    for seq, t0 in enumerate(range(0, duration_us, PACKET_US)):
+        t1 = t0 + PACKET_US
+        ev = events[(events["t"] >= t0) & (events["t"] < t1)]
+        tr = triggers[(triggers["t"] >= t0) & (triggers["t"] < t1)]
+        yield seq, t0, t1, encode_evt3(ev, tr, state=state)
+
+
+def _feed(acc, events, triggers, duration_us, *, skip_seq=()):
+    for seq, t0, _, data in _packets(events, triggers, duration_us):
+        if seq in skip_seq:
+            continue
+        acc.on_packet(encoding="evt3", data=data, seq=seq, stamp_ns=EPOCH_NS + t0 * 1000,
+                      width=400, height=225)
+
+
+def test_every_frame_gets_exactly_its_trigger_window(sim_calibration):
+    duration = 600_000
+    events, triggers = _stream(duration)
+    acc = EventFrameAccumulator(sim_calibration)
+    window = WindowConfig()
+    reference = EventFrameBuilder(sim_calibration)
+    frames = [k * PERIOD_US for k in range(5)]
+    out = []
+    packets = list(_packets(events, triggers, duration))
+    # interleave as on a live rig: frame k arrives after the packets up to its exposure end
+    for seq, t0, t1, data in packets:
+        acc.on_packet(encoding="evt3", data=data, seq=seq, stamp_ns=EPOCH_NS + t0 * 1000,
+                      width=400, height=225)
+        for k, t_frame in enumerate(frames):
+            if t_frame + 10_000 == t1:
+                acc.on_frame(("frame", k), EPOCH_NS + t_frame * 1000, arrival_ns=0)
+        out += acc.poll(now_ns=0)
+    assert [r.key for r in out] == [("frame", k) for k in range(5)]
+    for ready, t_frame in zip(out, frames):
+        assert ready.match.matched_trigger and ready.match.t_anchor_us == t_frame
+        assert not ready.late
+        t_start, t_end = window.bounds(t_frame)
+        assert ready.window_us == (t_start, t_end)
+        in_window = events[(events["t"] >= t_start) & (events["t"] < t_end)]
+        assert ready.num_events == len(in_window)
+        np.testing.assert_array_equal(
+            ready.event_frame, reference.build(in_window, t_start, t_end)
+        )
+    counters = acc.diagnostics()
+    assert counters["seq_gaps"] == 0 and counters["frames_out"] == 5
+    assert counters["triggers_matched"] == 5
+    assert counters["clock_offset_us"] == EPOCH_NS // 1000
+
+
+def test_frame_waits_for_its_events_then_times_out_as_late(sim_calibration):
+    events, triggers = _stream(100_000)
+    acc = EventFrameAccumulator(sim_calibration, AccumulatorConfig(max_wait_ns=1_000))
+    _feed(acc, events, triggers, 100_000)
+    acc.on_frame("f", EPOCH_NS + 150_000 * 1000, arrival_ns=0)  # its events never come
+    assert acc.poll(now_ns=500) == []
+    (ready,) = acc.poll(now_ns=2_000)
+    assert ready.late and not ready.match.matched_trigger
+    assert acc.counters["frames_late"] == 1
+
+
+def test_lost_packets_and_bad_packets_are_counted_not_fatal(sim_calibration):
+    events, triggers = _stream(200_000)
+    acc = EventFrameAccumulator(sim_calibration)
+    _feed(acc, events, triggers, 200_000, skip_seq={3, 4})
+    acc.on_packet(encoding="mono", data=b"\x00" * 8, seq=20, stamp_ns=EPOCH_NS, width=400,
+                  height=225)
+    acc.on_packet(encoding="evt3", data=b"\x01\x02\x03", seq=21, stamp_ns=EPOCH_NS, width=400,
+                  height=225)
+    acc.on_packet(encoding="evt3", data=b"\x00" * 4, seq=22, stamp_ns=EPOCH_NS, width=1280,
+                  height=720)
+    garbage = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    acc.on_packet(encoding="evt3", data=garbage, seq=23, stamp_ns=EPOCH_NS, width=400,
+                  height=225)
+    counters = acc.diagnostics()
+    assert counters["seq_gaps"] == 2  # 2 -> 5 and 19 -> 20
+    assert counters["packets_lost"] == 2 + 0
+    assert counters["unknown_encoding"] == 1
+    assert counters["odd_length_packets"] == 1
+    assert counters["geometry_mismatch"] == 1
+    assert counters["packets"] == 18 + 4
+
+
+def test_invalid_window_config_is_rejected():
+    with pytest.raises(ValueError, match="duration_us"):
+        AccumulatorConfig(window=WindowConfig(duration_us=-5))
