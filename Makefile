@@ -19,7 +19,8 @@ test: venv
 	$(PY) -m pytest -q --import-mode=importlib -p no:cacheprovider test
 
 lint: venv
-	$(PY) -m ruff check evseg_ros test scripts launch
+	$(PY) -m ruff check --line-length 100 --select E,F,W,I,B,UP,PL,RUF \
+		--ignore PLR0913,PLR2004,PLR0912,PLR0915,PLC0415,B905 evseg_ros test scripts launch
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py

@@ -14,7 +14,7 @@ from evseg_ros.paths import DEFAULT_CONFIG
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.runner import InProcessGraph  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.nodes.runner import InProcessGraph
 
     overrides: dict[str, dict] = {}
     if args.model:
@@ -37,8 +37,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.demo import format_report, run_demo  # noqa: PLC0415 (needs rclpy)
-    from evseg_ros.runtime import ModelNotFoundError  # noqa: PLC0415
+    from evseg_ros.nodes.demo import format_report, run_demo
+    from evseg_ros.runtime import ModelNotFoundError
 
     try:
         report = run_demo(

@@ -18,7 +18,7 @@ DEFAULT_CONFIG = "config/rig.yaml"
 def package_share() -> Path | None:
     """The installed share folder, or None when running from a source checkout."""
     try:
-        from ament_index_python.packages import (  # noqa: PLC0415 (optional dependency)
+        from ament_index_python.packages import (
             PackageNotFoundError,
             get_package_share_directory,
         )

@@ -255,9 +255,9 @@ Pixel accuracy (all held-out frames): {pixel_accuracy}.
 ## Data
 
 - Simulator: {simulator_version}; configuration: {sim_config}.
-- Training: seeds {train_seeds}, {frames_per_seed} frames per seed (every {frame_stride}th
-  trigger at {frame_rate_hz} Hz, lighting `{lighting}`): {train_frames} frames; lighting mix
-  {train_lighting_counts}.
+- Training: seeds {train_seeds}, {frames_per_seed} frames per seed (one frame every
+  {frame_stride} triggers at {frame_rate_hz} Hz, lighting `{lighting}`): {train_frames} frames;
+  lighting mix {train_lighting_counts}.
 - Held out: seeds {test_seeds}, {test_frames} frames; lighting mix {test_lighting_counts}.
 - Resolution {resolution} (the frame camera's grid). The event frame of frame k holds the events
   in `WindowConfig(duration_us={duration_us}, end_offset_us={end_offset_us}).bounds(t_k)`

@@ -12,8 +12,13 @@ from evseg_ros.pipeline.overlay import colorize, render_event_frame
 
 
 def make_panel(
-    image: np.ndarray, event_frame: np.ndarray, mask: np.ndarray, truth: np.ndarray,
-    label_set: LabelSet, *, title: str = "",
+    image: np.ndarray,
+    event_frame: np.ndarray,
+    mask: np.ndarray,
+    truth: np.ndarray,
+    label_set: LabelSet,
+    *,
+    title: str = "",
 ) -> np.ndarray:
     """Return one RGB strip with a caption row above each tile."""
     tiles = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,7 +34,11 @@ DECODERS: dict[str, Callable[..., EventDecoder]] = {
 
 
 def create_decoder(encoding: str, *, width: int, height: int) -> EventDecoder:
-    """Make a decoder for ``encoding``; unknown encodings raise ``KeyError`` naming the known ones."""
+    """Make a decoder for ``encoding``.
+
+    Raises:
+        KeyError: unknown encoding; the message names the known ones.
+    """
     try:
         factory = DECODERS[encoding]
     except KeyError:

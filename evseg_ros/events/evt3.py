@@ -26,18 +26,19 @@ live camera link or a recorder's padding must never take the pipeline down.
 
 Why vectorised: a Python loop over words runs at roughly one million words per second, far
 below a busy sensor's rate. Every piece of state is a "last value set before this word" lookup,
-which is a prefix scan: for each event word we find, with a binary search over the sorted
-indices of the words of one kind, how many of them precede it and read the value of the last
-one (or the state carried over from the previous call when there is none). Vector masks are
-expanded with :func:`numpy.unpackbits`. No Python code runs per word or per event.
+which is a prefix scan: a cumulative count of the words of one kind tells, for every word, how
+many of them precede it, and that count indexes ``[carried state, value 1, value 2, ...]``.
+The clock is first worked out at the (few) TIME_HIGH/TIME_LOW words only, the vector base at
+the vector words only. EVT_ADDR_X words yield one event each; only vector masks are unpacked
+bit by bit (:func:`numpy.unpackbits`). No Python code runs per word or per event.
 
 The 24-bit clock wraps every 2**24 us (about 16.8 s). The decoder keeps a wrap epoch and adds
 2**24 to it whenever a TIME_HIGH value drops by more than half of its 12-bit range; smaller
-drops are sensor jitter (kept as they are, and counted). Output times are therefore int64
-microseconds that only ever grow on a healthy stream. Before the first TIME_HIGH has been seen
-the high part is taken as 0 (and the low part as 0 before the first TIME_LOW): reference
-decoders differ here (some drop such events), and keeping them loses nothing a caller could not
-filter out.
+drops are glitches, kept as they are. Output times are therefore int64 microseconds that only
+grow on a healthy stream; time stamps that do go back are counted (``time_backwards``), never
+reordered. Before the first TIME_HIGH has been seen the high part is taken as 0 (and the low
+part as 0 before the first TIME_LOW): reference decoders differ here (some drop such events),
+and keeping them loses nothing a caller could not filter out.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "Evt3Decoder",
     "Evt3EncoderState",
     "as_byte_array",
+    "empty_decoded",
     "encode_evt3",
     "read_raw_file",
 ]
@@ -93,6 +95,8 @@ _WRAP_DROP = _HIGH_RANGE // 2
 _MAX_HIGH_STEP = _WRAP_DROP - 1
 #: EVT 3.0 addresses are 11 bits wide.
 _MAX_COORD = 1 << 11
+#: Number of set bits of every 12-bit vector mask (np.bitwise_count needs numpy >= 2).
+_POPCOUNT_12 = np.array([v.bit_count() for v in range(1 << 12)], dtype=np.intp)
 
 
 class DecodedEvents(NamedTuple):
@@ -132,9 +136,10 @@ class DecoderCounters:
         triggers: trigger edges returned to the caller.
         out_of_bounds: CD events dropped because ``x >= width`` or ``y >= height``.
         time_wraps: clock wraps detected (each adds one full clock period to output times).
-        time_backwards: time stamps (the time in force after each TIME_LOW) lower than the
-            previous stamp: sensor jitter, or a TIME_HIGH that dropped too little to count as
-            a wrap. Events keep the lower time; nothing is reordered.
+        time_backwards: time stamps lower than the previous stamp: sensor jitter, or a
+            TIME_HIGH that dropped too little to count as a wrap. Events keep the lower time;
+            nothing is reordered. A stamp is the time in force after each EVT3 TIME_LOW, or
+            the time of each EVT2 event or trigger word (which carry their low time bits).
     """
 
     words: int = 0
@@ -178,9 +183,10 @@ def empty_decoded() -> DecodedEvents:
 def as_byte_array(data: object) -> np.ndarray:
     """View a caller's buffer as a 1-D ``uint8`` array without copying when possible.
 
-    Accepts ``bytes``, ``bytearray``, ``memoryview`` and numpy arrays of ``uint8`` or (for
-    already word-aligned EVT3 data) ``uint16`` words, which are reinterpreted as little-endian
-    bytes. Anything else is a programming error, not a stream error.
+    Accepts ``bytes``, ``bytearray``, ``memoryview`` and numpy arrays of unsigned integers:
+    ``uint8`` bytes, or already assembled words (``uint16`` for EVT3, ``uint32`` for EVT2),
+    which are laid out as the little-endian bytes the stream consists of. Anything else is a
+    programming error, not a stream error.
 
     Raises:
         EventDecodeError: ``data`` is not a supported buffer type.
@@ -188,10 +194,11 @@ def as_byte_array(data: object) -> np.ndarray:
     if isinstance(data, np.ndarray):
         if data.dtype == np.uint8:
             return np.ascontiguousarray(data).reshape(-1)
-        if data.dtype.kind == "u" and data.dtype.itemsize == 2:
-            return np.ascontiguousarray(data, dtype="<u2").reshape(-1).view(np.uint8)
+        if data.dtype.kind == "u" and data.dtype.itemsize in (2, 4, 8):
+            little = data.dtype.newbyteorder("<")
+            return np.ascontiguousarray(data, dtype=little).reshape(-1).view(np.uint8)
         raise EventDecodeError(
-            f"event buffer must be a uint8 (or uint16) array, got dtype {str(data.dtype)!r}"
+            f"event buffer must be an unsigned integer array, got dtype {str(data.dtype)!r}"
         )
     if isinstance(data, (bytes, bytearray)):
         return np.frombuffer(data, dtype=np.uint8)
@@ -250,25 +257,26 @@ def _in_force(count: np.ndarray | None, values_ext: np.ndarray, idx: np.ndarray)
 
 
 class _TimeTrack(NamedTuple):
-    """Clock reconstruction over one block of words (computed without touching the state)."""
+    """Clock reconstruction over one block of words (computed without touching the state).
 
-    hi_count: np.ndarray | None  # TIME_HIGH words at or before each word
-    hi_ext: np.ndarray  # [carried base, base after each TIME_HIGH]: epoch + (high << 12)
-    lo_count: np.ndarray | None  # TIME_LOW words at or before each word
-    lo_ext: np.ndarray  # [carried low, low of each TIME_LOW]
+    TIME_HIGH and TIME_LOW words are few compared with event words, so the clock is first
+    worked out at the time words only; any other word then needs a single lookup.
+    """
+
+    count: np.ndarray | None  # TIME_HIGH/TIME_LOW words at or before each word
+    stamp_ext: np.ndarray  # [carried time, unwrapped time after each time word]
     n_high: int
     n_low: int
     last_high: int  # 12-bit value of the last TIME_HIGH (or the carried one)
     last_epoch: int
+    last_low: int
     wraps: int
     backwards: int  # complete time stamps lower than the one before
     last_stamp: int  # time at the last TIME_LOW (or the carried one)
 
     def at(self, idx: np.ndarray) -> np.ndarray:
         """Unwrapped time (us) in force at each of the given word indices."""
-        return _in_force(self.hi_count, self.hi_ext, idx) + _in_force(
-            self.lo_count, self.lo_ext, idx
-        )
+        return _in_force(self.count, self.stamp_ext, idx)
 
 
 class Evt3Decoder:
@@ -384,6 +392,8 @@ class Evt3Decoder:
         even = buf.size & ~1
         self._tail = buf[even:].tobytes()
         words = buf[:even].view("<u2")
+        if not words.flags.aligned:  # e.g. a payload after a header of odd length
+            words = words.copy()
         if self._pending.size:
             words = np.concatenate((self._pending, words))
             self._pending = np.empty(0, dtype=np.uint16)
@@ -391,10 +401,27 @@ class Evt3Decoder:
 
     def _time_track(self, ty: np.ndarray, pl: np.ndarray) -> _TimeTrack:
         """Reconstruct the unwrapped clock over a block of words (no state change)."""
-        is_hi = ty == TIME_HIGH
-        is_lo = ty == TIME_LOW
-        high = pl[is_hi].astype(np.int64)
-        low = pl[is_lo]
+        is_time = (ty == TIME_HIGH) | (ty == TIME_LOW)
+        t_idx = np.flatnonzero(is_time)
+        carried = self.current_time_us
+        if t_idx.size == 0:
+            return _TimeTrack(
+                count=None,
+                stamp_ext=np.array([carried], dtype=np.int64),
+                n_high=0,
+                n_low=0,
+                last_high=self._high,
+                last_epoch=self._epoch,
+                last_low=self._low,
+                wraps=0,
+                backwards=0,
+                last_stamp=self._stamp,
+            )
+        t_val = pl[t_idx].astype(np.int64)
+        is_hi = ty[t_idx] == TIME_HIGH
+        is_lo = ~is_hi
+        high = t_val[is_hi]
+        low = t_val[is_lo]
         wraps = 0
         last_high, last_epoch = self._high, self._epoch
         if high.size:
@@ -406,26 +433,31 @@ class Evt3Decoder:
             wraps = int(np.count_nonzero(wrap))
             last_high, last_epoch = int(high[-1]), int(epoch[-1])
             high = epoch + (high << 12)
-        track = _TimeTrack(
-            hi_count=_prefix_count(is_hi) if high.size else None,
-            hi_ext=_ext(self._epoch + (self._high << 12), high),
-            lo_count=_prefix_count(is_lo) if low.size else None,
-            lo_ext=_ext(self._low, low),
+        hi_ext = _ext(self._epoch + (self._high << 12), high)
+        lo_ext = _ext(self._low, low)
+        stamp = hi_ext[np.cumsum(is_hi)] + lo_ext[np.cumsum(is_lo)]
+        backwards = 0
+        last_stamp = self._stamp
+        if low.size:
+            # A time stamp is complete at each TIME_LOW; one lower than the previous stamp
+            # means sensor jitter or a TIME_HIGH that dropped too little to count as a wrap.
+            lo_stamp = stamp[is_lo]
+            backwards = int(lo_stamp[0] < self._stamp) + int(
+                np.count_nonzero(lo_stamp[1:] < lo_stamp[:-1])
+            )
+            last_stamp = int(lo_stamp[-1])
+        return _TimeTrack(
+            count=_prefix_count(is_time),
+            stamp_ext=_ext(carried, stamp),
             n_high=int(high.size),
             n_low=int(low.size),
             last_high=last_high,
             last_epoch=last_epoch,
+            last_low=int(lo_ext[-1]),
             wraps=wraps,
-            backwards=0,
-            last_stamp=self._stamp,
+            backwards=backwards,
+            last_stamp=last_stamp,
         )
-        if low.size == 0:
-            return track
-        # A time stamp is complete at each TIME_LOW; one lower than the previous stamp means
-        # sensor jitter or a TIME_HIGH that dropped too little to count as a wrap.
-        stamps = track.at(np.flatnonzero(is_lo))
-        backwards = int(stamps[0] < self._stamp) + int(np.count_nonzero(stamps[1:] < stamps[:-1]))
-        return track._replace(backwards=backwards, last_stamp=int(stamps[-1]))
 
     def _decode_words(self, w: np.ndarray) -> DecodedEvents:
         """Decode a block of complete words and advance the state past it."""
@@ -447,12 +479,13 @@ class Evt3Decoder:
 
         # Row in force at each CD word.
         y_val = pl[is_y] & 0x7FF
-        y_ext = _ext(self._y, y_val)
+        y_ext = _ext(self._y, y_val, np.int32)
         y_word = _in_force(_prefix_count(is_y) if y_val.size else None, y_ext, cd_idx)
 
         cd_pl = pl[cd_idx]
-        x_word = (cd_pl & 0x7FF).astype(np.int64)
+        x_word = (cd_pl & 0x7FF).astype(np.int32)
         p_word = (cd_pl >> 11).astype(np.uint8)
+        vec_rows = np.flatnonzero(ty[cd_idx] != ADDR_X) if n_vect else None
         if n_vect or n_base:
             # Vector state: only the three vector word types take part, so scan that subset.
             v_idx = np.flatnonzero(is_base | is_vec)
@@ -469,28 +502,39 @@ class Evt3Decoder:
             k = int(n_bases[-1])
             self._base_x = int(base_ext[k] + advanced[-1] + step[-1] - adv_ext[k])
             self._vect_pol = int(pol_ext[k])
-            if n_vect:
+            if vec_rows is not None:
                 in_vec = ~v_is_base
                 nb = n_bases[in_vec]
-                vec_cd = ty[cd_idx] != ADDR_X
-                x_word[vec_cd] = base_ext[nb] + advanced[in_vec] - adv_ext[nb]
-                p_word[vec_cd] = pol_ext[nb]
+                # Bases can run past 2**31 only on garbage; clip so int32 stays exact where
+                # it matters (anything >= 2048 is out of bounds anyway).
+                x_word[vec_rows] = np.minimum(
+                    base_ext[nb] + advanced[in_vec] - adv_ext[nb], 1 << 20
+                )
+                p_word[vec_rows] = pol_ext[nb]
 
         t_word = clock.at(cd_idx)
 
         if n_vect:
-            # One event per set mask bit, in word order then bit order (EVT_ADDR_X: mask 1).
-            cd_ty = ty[cd_idx]
-            mask = np.where(cd_ty == ADDR_X, 1, np.where(cd_ty == VECT_8, cd_pl & 0xFF, cd_pl))
-            bits = np.unpackbits(
-                mask.astype("<u2").view(np.uint8).reshape(-1, 2), axis=1, bitorder="little"
-            )
-            flat = np.flatnonzero(bits)
-            row = flat >> 4
-            x_ev = x_word[row] + (flat & 15)
+            # One event per set mask bit, in word order then bit order. EVT_ADDR_X words give
+            # exactly one event each, so only the vector words need their masks unpacked.
+            v_mask = cd_pl[vec_rows]
+            v_mask = np.where(ty[cd_idx[vec_rows]] == VECT_8, v_mask & 0xFF, v_mask)
+            v_count = _POPCOUNT_12[v_mask]
+            count = np.ones(cd_idx.size, dtype=np.intp)
+            count[vec_rows] = v_count
+            row = np.repeat(np.arange(cd_idx.size), count)
+            x_ev = x_word[row]
             y_ev = y_word[row]
             p_ev = p_word[row]
             t_ev = t_word[row]
+            # 16 bits per mask, low byte first; viewed as bool, nonzero is much faster.
+            bits = np.unpackbits(v_mask.astype("<u2").view(np.uint8), bitorder="little")
+            set_bit = np.flatnonzero(bits.view(bool))  # vector row * 16 + bit, ordered
+            v_row = set_bit >> 4
+            first_out = np.cumsum(count) - count  # output index of each word's first event
+            first_set = np.cumsum(v_count, dtype=np.intp) - v_count
+            out = first_out[vec_rows][v_row] + (np.arange(set_bit.size) - first_set[v_row])
+            x_ev[out] += set_bit & 15
         else:
             x_ev, y_ev, p_ev, t_ev = x_word, y_word, p_word, t_word
 
@@ -515,7 +559,7 @@ class Evt3Decoder:
         # Carry the remaining state past this block.
         self._y = int(y_ext[-1])
         self._high, self._epoch = clock.last_high, clock.last_epoch
-        self._low = int(clock.lo_ext[-1])
+        self._low = clock.last_low
         self._stamp = clock.last_stamp
 
         n_other = int(np.count_nonzero(ty == OTHERS))
@@ -571,21 +615,113 @@ class Evt3EncoderState:
         return self.time_us & 0xFFF
 
 
-def _field(arr: np.ndarray, name: str, what: str) -> np.ndarray:
-    """Read one integer field of a structured array as int64, with a clear error if absent."""
+def _field(
+    arr: np.ndarray,
+    name: str,
+    what: str,
+    dtype: type,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> np.ndarray:
+    """One integer field of a structured array, range-checked, as a contiguous ``dtype`` array.
+
+    The range is checked on the original values, before narrowing, so that e.g. an int64 x
+    of 70000 is reported instead of silently wrapping.
+    """
     if arr.dtype.names is None or name not in arr.dtype.names:
         raise EventDecodeError(f"{what} need a field {name!r}, got dtype {str(arr.dtype)!r}")
-    return arr[name].astype(np.int64, copy=False)
-
-
-def _check_range(values: np.ndarray, lo: int, hi: int, name: str) -> None:
-    """Raise if any value falls outside ``[lo, hi)``, naming the first offender."""
-    bad = np.flatnonzero((values < lo) | (values >= hi))
-    if bad.size:
+    values = arr[name]
+    if values.dtype.kind not in "iub":
+        raise EventDecodeError(f"{what} field {name!r} must be integer, got {str(values.dtype)!r}")
+    checked = lo is not None and hi is not None and values.size
+    if checked and (values.min() < lo or values.max() >= hi):
+        bad = int(np.flatnonzero((values < lo) | (values >= hi))[0])
         raise EventDecodeError(
-            f"{name} must be in [{lo}, {hi}) for EVT3, got {int(values[bad[0]])!r} "
-            f"at index {int(bad[0])}"
+            f"{what} field {name!r} must be in [{lo}, {hi}) for EVT3, "
+            f"got {int(values[bad])!r} at index {bad}"
         )
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
+def _check_sorted(t: np.ndarray, name: str) -> None:
+    """Raise if ``t`` ever decreases, naming the first offender."""
+    if t.size > 1 and bool(np.any(t[1:] < t[:-1])):
+        i = int(np.flatnonzero(t[1:] < t[:-1])[0]) + 1
+        raise EventDecodeError(
+            f"{name} times must be sorted, got {int(t[i])!r} after {int(t[i - 1])!r} at index {i}"
+        )
+
+
+#: 12-pixel window of each x: VECT_12 words cover [12 k, 12 k + 12).
+_WINDOW_OF_X = (np.arange(_MAX_COORD) // 12).astype(np.int16)
+
+# Word slots per item in the encoder's (items, 5) layout; a boolean mask picks the used ones.
+_SLOT_HIGH, _SLOT_LOW, _SLOT_Y, _SLOT_A, _SLOT_B = range(5)
+
+
+def _event_rows(
+    ex: np.ndarray, ey: np.ndarray, ep: np.ndarray, et: np.ndarray, last_y: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and payload words of each event in the (items, 5) slot layout.
+
+    Slot A holds EVT_ADDR_X, VECT_BASE_X (first event of a vector chain) or VECT_12 (first
+    event of a later window of a chain); slot B holds the first window's VECT_12 after a
+    VECT_BASE_X. Events other than the first of a window need no word of their own: their bit
+    is in the window's mask.
+
+    Args:
+        ex: uint16 x of each event (already range-checked), likewise ``ey`` and ``ep``.
+        ey: uint16 rows.
+        ep: uint16 polarities.
+        et: int64 times.
+        last_y: row the decoder holds from earlier chunks, or None.
+    """
+    n = ex.size
+    words = np.zeros((n, 5), dtype=np.uint16)
+    used = np.zeros((n, 5), dtype=bool)
+    used[0, _SLOT_Y] = last_y is None or int(ey[0]) != last_y
+    used[1:, _SLOT_Y] = ey[1:] != ey[:-1]
+    words[:, _SLOT_Y] = ey  # ADDR_Y is type 0: the word is the row itself
+    addr_x = (ADDR_X << 12) | (ep << 11) | ex
+
+    # Runs: consecutive events sharing time, row and polarity with x strictly increasing.
+    cont = np.zeros(n, dtype=bool)
+    cont[1:] = (et[1:] == et[:-1]) & (ey[1:] == ey[:-1]) & (ep[1:] == ep[:-1]) & (ex[1:] > ex[:-1])
+    # Vectors can only pay off in a run of at least 3 events.
+    if n < 3 or not bool(np.any(cont[1:] & cont[:-1])):
+        words[:, _SLOT_A] = addr_x
+        used[:, _SLOT_A] = True
+        return words, used
+    win = _WINDOW_OF_X[ex]
+    dwin = np.zeros(n, dtype=np.int16)
+    dwin[1:] = win[1:] - win[:-1]
+    new_win = ~cont | (dwin != 0)
+    new_chain = ~cont | (dwin > 1)  # a chain is a run of adjacent windows
+    chain_start = np.flatnonzero(new_chain)
+    chain_events = np.diff(chain_start, append=n)
+    windows_so_far = np.cumsum(new_win, dtype=np.int32)
+    chain_end_windows = windows_so_far[chain_start + chain_events - 1]
+    chain_windows = np.diff(chain_end_windows, prepend=0)
+    vec_chain = 1 + chain_windows < chain_events  # VECT_BASE_X + one VECT_12 per window
+    if not vec_chain.any():
+        words[:, _SLOT_A] = addr_x
+        used[:, _SLOT_A] = True
+        return words, used
+    vec = np.repeat(vec_chain, chain_events)
+    vi = np.flatnonzero(vec)
+    win_id = np.cumsum(new_win[vi]) - 1
+    bit = np.left_shift(1, ex[vi] - win[vi] * 12)
+    masks = np.bincount(win_id, weights=bit).astype(np.uint16)
+    vect12 = (VECT_12 << 12) | masks[win_id]
+    slot_a = addr_x
+    slot_a[vi] = np.where(
+        new_chain[vi], (VECT_BASE_X << 12) | (ep[vi] << 11) | (win[vi] * 12), vect12
+    )
+    words[:, _SLOT_A] = slot_a
+    used[:, _SLOT_A] = ~vec | new_win
+    words[vi, _SLOT_B] = vect12
+    used[:, _SLOT_B] = vec & new_chain
+    return words, used
 
 
 def encode_evt3(
@@ -599,7 +735,7 @@ def encode_evt3(
     Layout choices, all made with array operations:
 
     * per call, one TIME_HIGH and one TIME_LOW before the first item, then TIME_HIGH whenever
-      bits 23.. of the time change and TIME_LOW whenever the time changes;
+      bits 12 and up of the time change and TIME_LOW whenever the time changes;
     * when two consecutive items (or the previous call's last time and this call's first) are
       more than ``2047 * 4096`` us apart, extra TIME_HIGH words at intermediate times, so the
       decoder's "drop of more than half the range" wrap test is never ambiguous. Times past
@@ -610,8 +746,10 @@ def encode_evt3(
       becomes VECT_BASE_X plus one VECT_12 per window when that is shorter than one
       EVT_ADDR_X per event; everything else is a plain EVT_ADDR_X.
 
-    Trigger edges are merged by time, before events with the same time. The decoder returns
-    events in exactly the input order.
+    Each item gets five word slots (TIME_HIGH, TIME_LOW, EVT_ADDR_Y, two payload words) in
+    one (items, 5) array, and a boolean mask of the used slots flattens it into the stream:
+    cheaper than computing every word's offset. Trigger edges are merged by time, before
+    events with the same time. The decoder returns events in exactly the input order.
 
     Args:
         events: structured array with fields x, y, p, t (e.g. EVENT_DTYPE), sorted by t;
@@ -638,138 +776,75 @@ def encode_evt3(
     st = state if state is not None else Evt3EncoderState()
 
     events = events.reshape(-1)
-    ex = _field(events, "x", "events")
-    ey = _field(events, "y", "events")
-    ep = _field(events, "p", "events")
-    et = _field(events, "t", "events")
+    ex = _field(events, "x", "events", np.uint16, 0, _MAX_COORD)
+    ey = _field(events, "y", "events", np.uint16, 0, _MAX_COORD)
+    ep = _field(events, "p", "events", np.uint16, 0, 2)
+    et = _field(events, "t", "events", np.int64)
     if triggers is None:
         triggers = empty_triggers()
     triggers = triggers.reshape(-1)
-    tt = _field(triggers, "t", "triggers")
-    tc = _field(triggers, "channel", "triggers")
-    tv = _field(triggers, "value", "triggers")
+    tt = _field(triggers, "t", "triggers", np.int64)
+    tc = _field(triggers, "channel", "triggers", np.uint16, 0, 16)
+    tv = _field(triggers, "value", "triggers", np.uint16, 0, 2)
 
     n_ev, n_tr = int(et.size), int(tt.size)
     if n_ev + n_tr == 0:
         return b""
-    _check_range(ex, 0, _MAX_COORD, "event x")
-    _check_range(ey, 0, _MAX_COORD, "event y")
-    _check_range(ep, 0, 2, "event polarity")
-    _check_range(tc, 0, 16, "trigger channel")
-    _check_range(tv, 0, 2, "trigger value")
-    for name, t in (("event", et), ("trigger", tt)):
-        if t.size > 1:
-            down = np.flatnonzero(t[1:] < t[:-1])
-            if down.size:
-                raise EventDecodeError(
-                    f"{name} times must be sorted, got {int(t[down[0] + 1])!r} after "
-                    f"{int(t[down[0]])!r} at index {int(down[0]) + 1}"
-                )
-    first_t = min(int(et[0]) if n_ev else np.iinfo(np.int64).max,
-                  int(tt[0]) if n_tr else np.iinfo(np.int64).max)
-    if first_t < max(int(st.time_us), 0):
+    _check_sorted(et, "event")
+    _check_sorted(tt, "trigger")
+    first_t = min(int(t[0]) for t in (et, tt) if t.size)
+    if first_t < 0:
+        raise EventDecodeError(f"times must not be negative, got {first_t!r}")
+    if first_t < st.time_us:
         raise EventDecodeError(
             f"times must not go back before the encoder state's time {st.time_us!r}, "
             f"got {first_t!r}"
         )
 
-    # ---- merge triggers and events into one item sequence (trigger first on equal times)
-    n = n_ev + n_tr
-    if n_tr:
-        ev_pos = np.arange(n_ev, dtype=np.int64) + np.searchsorted(tt, et, side="right")
-        tr_pos = np.arange(n_tr, dtype=np.int64) + np.searchsorted(et, tt, side="left")
-        t_item = np.empty(n, dtype=np.int64)
-        t_item[ev_pos] = et
-        t_item[tr_pos] = tt
+    if n_ev:
+        words, used = _event_rows(ex, ey, ep, et, st.y)
     else:
-        ev_pos = np.arange(n_ev, dtype=np.int64)
-        tr_pos = ev_pos[:0]
+        words = np.zeros((0, 5), dtype=np.uint16)
+        used = np.zeros((0, 5), dtype=bool)
+    if n_tr:
+        # Trigger rows go before the first event that is not earlier than them.
+        at = np.searchsorted(et, tt, side="left")
+        tr_words = np.zeros((n_tr, 5), dtype=np.uint16)
+        tr_used = np.zeros((n_tr, 5), dtype=bool)
+        tr_words[:, _SLOT_A] = (EXT_TRIGGER << 12) | (tc << 8) | tv
+        tr_used[:, _SLOT_A] = True
+        words = np.insert(words, at, tr_words, axis=0)
+        used = np.insert(used, at, tr_used, axis=0)
+        t_item = np.insert(et, at, tt)
+    else:
         t_item = et
 
-    # ---- clock words per item
-    h_item = t_item >> 12
-    prev_t = np.empty(n, dtype=np.int64)
+    # Clock words.
+    prev_t = np.empty_like(t_item)
     prev_t[0] = st.time_us
     prev_t[1:] = t_item[:-1]
-    gap = h_item - (prev_t >> 12)
-    n_high = np.where(gap > 0, (gap + (_MAX_HIGH_STEP - 1)) // _MAX_HIGH_STEP, 0)
-    n_high[0] = max(int(n_high[0]), 1)
-    n_low = (t_item != prev_t).astype(np.int64)
-    n_low[0] = 1
+    high = t_item >> 12
+    prev_high = prev_t >> 12
+    used[:, _SLOT_HIGH] = high != prev_high
+    used[0, _SLOT_HIGH] = True
+    words[:, _SLOT_HIGH] = (TIME_HIGH << 12) | (high & 0xFFF)
+    used[:, _SLOT_LOW] = t_item != prev_t
+    used[0, _SLOT_LOW] = True
+    words[:, _SLOT_LOW] = (TIME_LOW << 12) | (t_item & 0xFFF)
+    out = words[used]
 
-    # ---- row words per event
-    n_y = np.zeros(n, dtype=np.int64)
-    pay = np.ones(n, dtype=np.int64)  # payload words; triggers and EVT_ADDR_X use one
+    # Long gaps: extra TIME_HIGH words every _MAX_HIGH_STEP, just before the item's TIME_HIGH.
+    far = np.flatnonzero(high - prev_high > _MAX_HIGH_STEP)
+    if far.size:
+        used_flat = np.flatnonzero(used.reshape(-1))
+        at = np.searchsorted(used_flat, far * 5)  # output index of each far item's first word
+        n_fill = (high[far] - prev_high[far] - 1) // _MAX_HIGH_STEP
+        k = np.arange(int(n_fill.sum())) - np.repeat(np.cumsum(n_fill) - n_fill, n_fill)
+        fill_high = np.repeat(prev_high[far], n_fill) + _MAX_HIGH_STEP * (k + 1)
+        fill = ((TIME_HIGH << 12) | (fill_high & 0xFFF)).astype(np.uint16)
+        out = np.insert(out, np.repeat(at, n_fill), fill)
+
     if n_ev:
-        prev_y = np.empty(n_ev, dtype=np.int64)
-        prev_y[0] = -1 if st.y is None else st.y
-        prev_y[1:] = ey[:-1]
-        n_y[ev_pos] = ey != prev_y
-
-        # ---- vector grouping
-        win = ex // 12
-        new_run = np.ones(n_ev, dtype=bool)
-        new_run[1:] = (
-            (et[1:] != et[:-1]) | (ey[1:] != ey[:-1]) | (ep[1:] != ep[:-1]) | (ex[1:] <= ex[:-1])
-        )
-        dwin = np.zeros(n_ev, dtype=np.int64)
-        dwin[1:] = win[1:] - win[:-1]
-        new_win = new_run | (dwin != 0)
-        new_chain = new_run | (dwin > 1)
-        chain_start = np.flatnonzero(new_chain)
-        chain_events = np.diff(np.append(chain_start, n_ev))
-        chain_windows = np.add.reduceat(new_win.astype(np.int64), chain_start)
-        vec_chain = 1 + chain_windows < chain_events
-        if vec_chain.any():
-            chain_id = np.cumsum(new_chain) - 1
-            vec_ev = vec_chain[chain_id]
-            ev_pay = np.where(vec_ev, new_win.astype(np.int64) + new_chain, 1)
-            pay[ev_pos] = ev_pay
-        else:
-            vec_ev = None
-
-    count = n_high + n_low + n_y + pay
-    end = np.cumsum(count)
-    start = end - count
-    out = np.empty(int(end[-1]), dtype=np.uint16)
-
-    # TIME_HIGH words: fillers every _MAX_HIGH_STEP from the previous high, then the target.
-    has_high = np.flatnonzero(n_high)
-    out[start[has_high] + n_high[has_high] - 1] = TIME_HIGH << 12 | (h_item[has_high] & 0xFFF)
-    fill = np.flatnonzero(n_high > 1)
-    if fill.size:
-        reps = n_high[fill] - 1
-        item = np.repeat(fill, reps)
-        k = np.arange(int(reps.sum()), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps, reps)
-        high = (prev_t[item] >> 12) + _MAX_HIGH_STEP * (k + 1)
-        out[start[item] + k] = TIME_HIGH << 12 | (high & 0xFFF)
-    has_low = np.flatnonzero(n_low)
-    out[start[has_low] + n_high[has_low]] = TIME_LOW << 12 | (t_item[has_low] & 0xFFF)
-    pos = start + n_high + n_low  # next free slot of each item
-
-    if n_tr:
-        p = pos[tr_pos]
-        out[p] = EXT_TRIGGER << 12 | (tc << 8) | tv
-    if n_ev:
-        p = pos[ev_pos]
-        has_y = np.flatnonzero(n_y[ev_pos])
-        out[p[has_y]] = ADDR_Y << 12 | ey[has_y]
-        p = p + n_y[ev_pos]
-        if vec_ev is None:
-            out[p] = ADDR_X << 12 | (ep << 11) | ex
-        else:
-            single = np.flatnonzero(~vec_ev)
-            out[p[single]] = ADDR_X << 12 | (ep[single] << 11) | ex[single]
-            chain_first = np.flatnonzero(vec_ev & new_chain)
-            out[p[chain_first]] = VECT_BASE_X << 12 | (ep[chain_first] << 11) | (
-                win[chain_first] * 12
-            )
-            win_first = np.flatnonzero(vec_ev & new_win)
-            in_win = np.flatnonzero(vec_ev)
-            bit = np.left_shift(1, ex[in_win] - win[in_win] * 12)
-            win_id = np.cumsum(new_win[in_win]) - 1
-            mask = np.bincount(win_id, weights=bit).astype(np.int64)
-            out[p[win_first] + new_chain[win_first]] = VECT_12 << 12 | mask
         st.y = int(ey[-1])
     st.time_us = int(t_item[-1])
     return out.astype("<u2", copy=False).tobytes()
@@ -784,6 +859,13 @@ _SENSOR_GEOMETRY = (
     (re.compile(r"imx636|imx646|gen4", re.IGNORECASE), (1280, 720)),
     (re.compile(r"gen3", re.IGNORECASE), (640, 480)),
 )
+_GENERATION_GEOMETRY = {
+    "3.0": (640, 480),
+    "3.1": (640, 480),
+    "4.0": (1280, 720),
+    "4.1": (1280, 720),
+    "4.2": (1280, 720),
+}
 _EVT_VERSIONS = {"3.0": "EVT3", "2.0": "EVT2", "2.1": "EVT21"}
 _MAX_HEADER_LINE = 64 * 1024
 
@@ -831,14 +913,14 @@ def read_raw_file(path: str | os.PathLike[str]) -> tuple[dict[str, object], memo
     pos = 0
     size = len(data)
     while pos < size and data.startswith(b"%", pos):
+        if data[pos + 1 : pos + 2] not in (b" ", b"\n", b"\r"):
+            break  # "%" followed by anything else is payload, not a header line
         nl = data.find(b"\n", pos, pos + _MAX_HEADER_LINE)
         if nl < 0:
             raise EventDecodeError(
                 f"damaged header in {str(p)!r}: line at byte {pos} has no line end"
             )
         raw = data[pos:nl].rstrip(b"\r")
-        if raw != b"%" and not raw.startswith(b"% "):
-            break  # not a header line: the binary payload starts here
         pos = nl + 1
         try:
             text = raw[2:].decode("utf-8").strip()
@@ -889,8 +971,10 @@ def read_raw_file(path: str | os.PathLike[str]) -> tuple[dict[str, object], memo
             value = header.get(key)
             if not isinstance(value, str):
                 continue
-            probe = value if key != "sensor_generation" else f"gen{value.replace('.', '')}"
-            found = next((wh for rx, wh in _SENSOR_GEOMETRY if rx.search(probe)), None)
+            if key == "sensor_generation":
+                found = _GENERATION_GEOMETRY.get(value.strip())
+            else:
+                found = next((wh for rx, wh in _SENSOR_GEOMETRY if rx.search(value)), None)
             if found is not None:
                 header["width"], header["height"] = found
                 header["geometry_source"] = key

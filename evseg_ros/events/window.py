@@ -57,7 +57,10 @@ class EventBuffer:
         return None
 
     def add(self, events: np.ndarray) -> None:
-        """Append a time-sorted chunk; events older than the newest held one are counted and dropped."""
+        """Append a time-sorted chunk; events older than the newest held one are dropped.
+
+        Dropped events are counted in ``dropped_out_of_order``.
+        """
         if len(events) == 0:
             return
         latest = self.latest_time_us

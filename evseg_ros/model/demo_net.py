@@ -9,6 +9,7 @@ deliver the raw tensors described in :class:`DemoFusionNet`.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +26,51 @@ _IMAGE_MEAN = (0.45, 0.45, 0.45)
 _IMAGE_STD = (0.25, 0.25, 0.25)
 
 
+#: Convolutions per encoder stage (the first of each has stride 2).
+STAGE_DEPTHS = (2, 2, 3)
+
+
 class ConvBNReLU(nn.Sequential):
     """3x3 (or 1x1) convolution, batch norm, ReLU: the only building block of the network."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, kernel: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int = 1, kernel: int = 3
+    ) -> None:
         super().__init__(
-            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(out_ch),
+            nn.Conv2d(
+                in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False
+            ),
+            nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
 
 
 class Encoder(nn.Module):
-    """Three stride-2 stages returning features at 1/2, 1/4 and 1/8 of the input size."""
+    """Stride-2 stages; stage ``i`` returns ``channels[i]`` features at ``1 / 2**(i + 1)`` size."""
 
-    def __init__(self, in_ch: int, width: int) -> None:
+    def __init__(self, in_channels: int, channels: tuple[int, ...]) -> None:
         super().__init__()
-        self.stage1 = nn.Sequential(ConvBNReLU(in_ch, width, stride=2), ConvBNReLU(width, width))
-        self.stage2 = nn.Sequential(
-            ConvBNReLU(width, 2 * width, stride=2), ConvBNReLU(2 * width, 2 * width)
-        )
-        self.stage3 = nn.Sequential(
-            ConvBNReLU(2 * width, 4 * width, stride=2),
-            ConvBNReLU(4 * width, 4 * width),
-            ConvBNReLU(4 * width, 4 * width),
-        )
+        stages = []
+        for out_channels, depth in zip(channels, STAGE_DEPTHS, strict=True):
+            layers = [ConvBNReLU(in_channels, out_channels, stride=2)]
+            layers += [ConvBNReLU(out_channels, out_channels) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*layers))
+            in_channels = out_channels
+        self.stages = nn.ModuleList(stages)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f1 = self.stage1(x)
-        f2 = self.stage2(f1)
-        f3 = self.stage3(f2)
-        return f1, f2, f3
+    def forward(self, hidden_states: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            hidden_states = stage(hidden_states)
+            features.append(hidden_states)
+        return features
 
 
-def _upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+def _upsample_to(hidden_states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     # Sizes are taken from the reference tensor, not a fixed factor, so odd input sizes work.
-    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+    return F.interpolate(
+        hidden_states, size=reference.shape[-2:], mode="bilinear", align_corners=False
+    )
 
 
 class DemoFusionNet(nn.Module):
@@ -103,18 +113,19 @@ class DemoFusionNet(nn.Module):
         self.register_buffer(
             "image_std", torch.tensor(_IMAGE_STD).view(1, 3, 1, 1), persistent=False
         )
-        self.image_encoder = Encoder(3, width)
-        self.event_encoder = Encoder(3, width) if variant == "fused" else None
+        channels = (width, 2 * width, 4 * width)
+        self.image_encoder = Encoder(3, channels)
+        self.event_encoder = Encoder(3, channels) if variant == "fused" else None
         streams = 2 if variant == "fused" else 1
-        chans = (width, 2 * width, 4 * width)
-        # 1x1 fusion convolutions: concatenation followed by a learnt mix at each scale.
-        self.fuse = nn.ModuleList(ConvBNReLU(streams * c, c, kernel=1) for c in chans)
-        # Top-down decoder: project, upsample, add the finer fused features, refine with a 3x3.
-        self.lateral3 = ConvBNReLU(4 * width, 2 * width, kernel=1)
-        self.refine2 = ConvBNReLU(2 * width, 2 * width)
-        self.lateral2 = ConvBNReLU(2 * width, width, kernel=1)
-        self.refine1 = ConvBNReLU(width, width)
-        self.head = nn.Conv2d(width, num_classes, 1)
+        # Per-stage fusion: concatenate both modalities, mix with a 1x1 convolution.
+        self.fuse = nn.ModuleList(ConvBNReLU(streams * c, c, kernel=1) for c in channels)
+        # Top-down decoder, coarse to fine: project the coarser map to the finer stage's
+        # channels, upsample, add the finer fused features, refine with a 3x3 convolution.
+        self.lateral = nn.ModuleList(
+            ConvBNReLU(coarse, fine, kernel=1) for fine, coarse in itertools.pairwise(channels)
+        )
+        self.refine = nn.ModuleList(ConvBNReLU(c, c) for c in channels[:-1])
+        self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def config(self) -> dict[str, Any]:
         """Return the constructor arguments, for checkpoints and model metadata."""
@@ -131,14 +142,16 @@ class DemoFusionNet(nn.Module):
         return torch.cat([counts, events[:, 2:3]], dim=1)
 
     def forward(self, image: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
-        feats = self.image_encoder(self.normalize_image(image))
+        features = self.image_encoder(self.normalize_image(image))
         if self.event_encoder is not None:
-            ev_feats = self.event_encoder(self.normalize_events(events))
-            feats = tuple(torch.cat([a, b], dim=1) for a, b in zip(feats, ev_feats))
-        f1, f2, f3 = (fuse(f) for fuse, f in zip(self.fuse, feats))
-        x = self.refine2(_upsample_to(self.lateral3(f3), f2) + f2)
-        x = self.refine1(_upsample_to(self.lateral2(x), f1) + f1)
-        logits = self.head(x)
+            event_features = self.event_encoder(self.normalize_events(events))
+            features = [torch.cat(pair, dim=1) for pair in zip(features, event_features)]
+        fused = [fuse(f) for fuse, f in zip(self.fuse, features)]
+        hidden_states = fused[-1]  # (batch, 4 * width, height / 8, width / 8)
+        for i in reversed(range(len(fused) - 1)):
+            upsampled = _upsample_to(self.lateral[i](hidden_states), fused[i])
+            hidden_states = self.refine[i](upsampled + fused[i])
+        logits = self.classifier(hidden_states)  # (batch, classes, height / 2, width / 2)
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
 

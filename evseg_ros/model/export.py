@@ -52,6 +52,12 @@ class SegmentationExportWrapper(nn.Module):
         return mask
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _restore_unused_inputs(proto: onnx.ModelProto) -> None:
     """Put back contract inputs the tracer dropped because the graph never reads them.
 
@@ -169,6 +175,7 @@ def export_onnx(
             entry.key, entry.value = str(key), str(value)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
+        tmp.chmod(_default_file_mode())  # mkstemp creates 0600; give the usual permissions
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

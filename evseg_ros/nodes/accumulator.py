@@ -7,7 +7,7 @@ something subscribes to it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from event_camera_msgs.msg import EventPacket
 from rclpy.node import Node

@@ -53,7 +53,7 @@ class Evk4DriverNode(Node):
 
     def _open_source(self) -> EventPacketSource:
         if self.params["source"] == "hardware":
-            from evseg_ros.sources.hardware import MetavisionEventSource  # noqa: PLC0415
+            from evseg_ros.sources.hardware import MetavisionEventSource
 
             return MetavisionEventSource(serial=self.params["serial"])
         rig, epoch_ns = build_rig(self.params)

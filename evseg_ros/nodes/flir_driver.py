@@ -75,7 +75,7 @@ class FlirDriverNode(Node):
 
     def _open_source(self) -> FrameSource:
         if self.params["source"] == "hardware":
-            from evseg_ros.sources.hardware import SpinnakerFrameSource  # noqa: PLC0415
+            from evseg_ros.sources.hardware import SpinnakerFrameSource
 
             return SpinnakerFrameSource(serial=self.params["serial"])
         rig, epoch_ns = build_rig(self.params)

@@ -136,7 +136,7 @@ class SegmentationNode(Node):
         values: dict = dict(self.counters)
         values["unpaired_images"] = self.pairer.dropped["image"]
         values["unpaired_event_frames"] = self.pairer.dropped["events"]
-        for stage, (count, median, p99) in self.latency.summary().items():
+        for stage, (_count, median, p99) in self.latency.summary().items():
             values[f"{stage}_ms_median"] = f"{median:.2f}"
             values[f"{stage}_ms_p99"] = f"{p99:.2f}"
         if self.segmenter is not None:

@@ -60,7 +60,9 @@ class _Pending:
 class EventFrameAccumulator:
     """Decode packets, keep events and triggers, and emit an event frame per frame stamp."""
 
-    def __init__(self, calibration: RigCalibration, config: AccumulatorConfig | None = None) -> None:
+    def __init__(
+        self, calibration: RigCalibration, config: AccumulatorConfig | None = None
+    ) -> None:
         self.config = config or AccumulatorConfig()
         self.calibration = calibration
         self.builder = EventFrameBuilder(calibration)
@@ -115,7 +117,9 @@ class EventFrameAccumulator:
             decoder.reset()
             return
         events, triggers = decoded.events, decoded.triggers
-        first_time = int(events["t"][0]) if len(events) else int(decoder.current_time_us)
+        # the packet's stamp is the ROS time of its first item (event or trigger edge)
+        firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
+        first_time = min(firsts) if firsts else int(decoder.current_time_us)
         latest = self.buffer.latest_time_us
         if latest is not None and first_time < latest - self.config.buffer_span_us:
             # sensor time restarted (camera reset, bag looped): start over instead of

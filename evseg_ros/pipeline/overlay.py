@@ -12,7 +12,9 @@ def colorize(mask: np.ndarray, label_set: LabelSet) -> np.ndarray:
     return label_set.palette()[mask]
 
 
-def blend_overlay(image: np.ndarray, mask: np.ndarray, label_set: LabelSet, alpha: float) -> np.ndarray:
+def blend_overlay(
+    image: np.ndarray, mask: np.ndarray, label_set: LabelSet, alpha: float
+) -> np.ndarray:
     """Blend the class colours over the camera image; ``alpha`` is the weight of the colours."""
     if not 0.0 <= alpha <= 1.0:
         msg = f"overlay alpha must be within [0, 1], got {alpha!r}"
@@ -30,5 +32,8 @@ def render_event_frame(event_frame: np.ndarray) -> np.ndarray:
     on = np.clip(on / scale, 0, 1)
     off = np.clip(off / scale, 0, 1)
     grey = np.full(on.shape, 0.5, dtype=np.float32)
-    rgb = np.stack([grey + 0.5 * on - 0.3 * off, grey - 0.3 * (on + off), grey + 0.5 * off - 0.3 * on], axis=-1)
+    rgb = np.stack(
+        [grey + 0.5 * on - 0.3 * off, grey - 0.3 * (on + off), grey + 0.5 * off - 0.3 * on],
+        axis=-1,
+    )
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,29 @@
+"""Simulated coaxial event + frame camera rig (the default source without hardware).
+
+A procedural, infinite driving street is ray-cast through each camera's own intrinsics from one
+shared centre, so the calibration homography is exact ground truth. Frames get exposure, noise,
+motion blur and saturation per lighting condition (normal, night, glare); events come from a
+DVS model fed the un-saturated radiance, so they keep showing edges where frames fail. Labels
+(DSEC_11) and instance ids come with every frame. Everything is deterministic per seed.
+"""
+
+from __future__ import annotations
+
+from evseg_ros.sim.event_model import EventModelParams, EventSimulator
+from evseg_ros.sim.lighting import Lighting, LightingParams, SensorModel
+from evseg_ros.sim.rig import CoaxialRigSim, SimConfig, SimFrame
+from evseg_ros.sim.scene import Illumination, Renderer, World
+
+__all__ = [
+    "CoaxialRigSim",
+    "EventModelParams",
+    "EventSimulator",
+    "Illumination",
+    "Lighting",
+    "LightingParams",
+    "Renderer",
+    "SensorModel",
+    "SimConfig",
+    "SimFrame",
+    "World",
+]

@@ -9,8 +9,6 @@ so after ~16.8 s the 24-bit counter wraps just like a real camera's.
 
 from __future__ import annotations
 
-import numpy as np
-
 from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
 from evseg_ros.sim import CoaxialRigSim
 from evseg_ros.sources.base import CapturedFrame, RawEventPacket
@@ -86,7 +84,7 @@ class SimFrameSource:
         frame = self.rig.render_frame(t_us)
         truth = frame.labels if self.with_ground_truth else None
         stamp = self.epoch_ns + t_us * 1000
-        return [CapturedFrame(stamp, frame.image, index, frame.exposure_us, np.asarray(truth) if truth is not None else None)]
+        return [CapturedFrame(stamp, frame.image, index, frame.exposure_us, truth)]
 
     def close(self) -> None:
         """Nothing to release."""

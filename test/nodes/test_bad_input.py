@@ -42,8 +42,9 @@ def test_accumulator_counts_bad_packets_and_keeps_running():
         node = AccumulatorNode(context=context, namespace="bad")
         sender = Node("sender", context=context, namespace="bad")
         statuses: list = []
-        sender.create_subscription(DiagnosticArray, "/diagnostics",
-                                   lambda m: statuses.extend(m.status), 10)
+        sender.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10
+        )
         publisher = sender.create_publisher(EventPacket, "events", EVENTS_QOS)
         for n in (node, sender):
             executor.add_node(n)
@@ -90,7 +91,7 @@ def test_missing_model_is_one_clear_error_naming_the_path(tmp_path):
         node = SegmentationNode(
             context=context, parameter_overrides=[Parameter("model_path", value=str(missing))]
         )
-        level, message, values = node._diagnostics()
+        level, message, _values = node._diagnostics()
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)

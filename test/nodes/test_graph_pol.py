@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -98,8 +97,16 @@ def test_separate_processes_over_shared_memory_dds(tiny_onnx_model):
     try:
         for spec in GRAPH:
             module = spec.target.partition(":")[0]
-            args = [sys.executable, "-m", module, "--ros-args", "--params-file", str(CONFIG),
-                    "-r", "__ns:=/rig"]
+            args = [
+                sys.executable,
+                "-m",
+                module,
+                "--ros-args",
+                "--params-file",
+                str(CONFIG),
+                "-r",
+                "__ns:=/rig",
+            ]
             for value in extra[spec.name]:
                 args += ["-p", value]
             processes.append(subprocess.Popen(args, env=env, cwd=REPO))

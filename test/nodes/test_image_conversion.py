@@ -15,8 +15,12 @@ from evseg_ros.nodes.image_conversion import (
 
 @pytest.mark.parametrize(
     ("encoding", "shape", "dtype"),
-    [("rgb8", (4, 5, 3), np.uint8), ("bgr8", (4, 5, 3), np.uint8), ("mono8", (4, 5), np.uint8),
-     ("32FC3", (4, 5, 3), np.float32)],
+    [
+        ("rgb8", (4, 5, 3), np.uint8),
+        ("bgr8", (4, 5, 3), np.uint8),
+        ("mono8", (4, 5), np.uint8),
+        ("32FC3", (4, 5, 3), np.float32),
+    ],
 )
 def test_round_trip_every_encoding(encoding, shape, dtype):
     array = (np.arange(np.prod(shape)) % 251).astype(dtype).reshape(shape)

@@ -30,7 +30,8 @@ def _literal(node: ast.AST):
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
     return [
-        n for n in ast.walk(tree)
+        n
+        for n in ast.walk(tree)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
     ]
 
