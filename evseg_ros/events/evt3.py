@@ -43,6 +43,7 @@ and keeping them loses nothing a caller could not filter out.
 
 from __future__ import annotations
 
+import array
 import os
 import re
 from dataclasses import dataclass, fields
@@ -183,7 +184,7 @@ def empty_decoded() -> DecodedEvents:
 def as_byte_array(data: object) -> np.ndarray:
     """View a caller's buffer as a 1-D ``uint8`` array without copying when possible.
 
-    Accepts ``bytes``, ``bytearray``, ``memoryview`` and numpy arrays of unsigned integers:
+    Accepts ``bytes``, ``bytearray``, ``array.array('B')``, ``memoryview`` and numpy arrays of unsigned integers:
     ``uint8`` bytes, or already assembled words (``uint16`` for EVT3, ``uint32`` for EVT2),
     which are laid out as the little-endian bytes the stream consists of. Anything else is a
     programming error, not a stream error.
@@ -202,13 +203,16 @@ def as_byte_array(data: object) -> np.ndarray:
         )
     if isinstance(data, (bytes, bytearray)):
         return np.frombuffer(data, dtype=np.uint8)
+    if isinstance(data, array.array) and data.typecode == "B":
+        # what rclpy hands out for a ``uint8[]`` field such as EventPacket.events
+        return np.frombuffer(data, dtype=np.uint8)
     if isinstance(data, memoryview):
         try:
             return np.frombuffer(data.cast("B"), dtype=np.uint8)
         except (TypeError, ValueError):
             return np.frombuffer(data.tobytes(), dtype=np.uint8)
     raise EventDecodeError(
-        f"event buffer must be bytes, bytearray, memoryview or a numpy array, "
+        f"event buffer must be bytes, bytearray, array('B'), memoryview or a numpy array, "
         f"got {type(data).__name__!r}"
     )
 

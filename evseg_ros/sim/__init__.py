@@ -14,7 +14,12 @@ from evseg_ros.sim.lighting import Lighting, LightingParams, SensorModel
 from evseg_ros.sim.rig import CoaxialRigSim, SimConfig, SimFrame
 from evseg_ros.sim.scene import Illumination, Renderer, World
 
+#: Version of the simulator's output; bump whenever frames, labels or events for a given config
+#: change, so caches of simulated data (training sets) are rebuilt.
+SIM_VERSION = "1.0"
+
 __all__ = [
+    "SIM_VERSION",
     "CoaxialRigSim",
     "EventModelParams",
     "EventSimulator",

@@ -124,10 +124,15 @@ class EventSimulator:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Sensor ``(height, width)``."""
         return self._height, self._width
 
     def advance_to(self, t_us: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the events and trigger edges in ``[time_us, t_us)`` and move time forward.
+
+        Luminance is sampled on a fixed grid (from ``t_start_us`` in ``substep_us`` steps)
+        regardless of the call pattern, so splitting an interval into several calls returns
+        exactly the same events as one call.
 
         Returns:
             ``(events, triggers)``: ``EVENT_DTYPE`` sorted by ``t``; ``TRIGGER_DTYPE`` sorted
@@ -190,7 +195,7 @@ class EventSimulator:
         pix, t_ev, pol = self._crossings(self._log, log1, t0, dt)
         rate = p.noise_rate_hz * float(self._noise_factor(cond))
         if rate > 0:
-            pix, t_ev, pol = self._add_noise(pix, t_ev, pol, t0, dt, rate)
+            pix, t_ev, pol = self._add_noise((pix, t_ev, pol), t0, dt, rate)
         order = np.argsort(t_ev, kind="stable")
         events = np.empty(order.size, EVENT_DTYPE)
         pix = pix[order]
@@ -253,9 +258,14 @@ class EventSimulator:
         return active[rep], t0 + t_rel, on[rep].astype(np.uint8)
 
     def _add_noise(
-        self, pix: np.ndarray, t_ev: np.ndarray, pol: np.ndarray, t0: int, dt: int, rate: float
+        self, signal: tuple[np.ndarray, np.ndarray, np.ndarray], t0: int, dt: int, rate: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Add background events, dropping any that would break a pixel's refractory period."""
+        """Add background events, dropping any that would break a pixel's refractory period.
+
+        ``signal`` is this step's ``(pixel, time, polarity)``, grouped by pixel and time-sorted
+        within a pixel, as ``_crossings`` returns it.
+        """
+        pix, t_ev, pol = signal
         n_pix = self._height * self._width
         rng = np.random.default_rng([self._params.seed & 0xFFFFFFFF, _STREAM_NOISE,
                                      (t0 + (1 << 62)) & ((1 << 64) - 1)])

@@ -121,7 +121,7 @@ def bloom(rays: tuple[np.ndarray, np.ndarray, np.ndarray], sun: np.ndarray,
     cos = dx * np.float32(sun[0]) + dy * np.float32(sun[1]) + dz * np.float32(sun[2])
     theta2 = np.maximum(2.0 * (1.0 - cos), 0.0)  # ~ angle^2 for small angles
     core = 40.0 * np.exp(-theta2 / 0.03**2)
-    halo = 0.7 / (1.0 + theta2 / 0.2**2)
+    halo = 0.8 / (1.0 + theta2 / 0.24**2)
     glow = core + halo + 0.05
     return (strength * glow).astype(np.float32)
 

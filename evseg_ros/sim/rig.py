@@ -78,6 +78,7 @@ class SimConfig:
             raise ValueError(msg)
 
     def event_params(self) -> EventModelParams:
+        """Return the event-camera part of the config, for :class:`EventSimulator`."""
         return EventModelParams(
             contrast_threshold_on=self.contrast_threshold_on,
             contrast_threshold_off=self.contrast_threshold_off,
@@ -205,7 +206,7 @@ class CoaxialRigSim:
         return out.luminance
 
     def event_simulator(self, t_start_us: int = 0) -> EventSimulator:
-        """A fresh event stream starting at ``t_start_us`` (deterministic per seed).
+        """Start a fresh event stream at ``t_start_us`` (deterministic per seed).
 
         Trigger edges are reported at every ``trigger_times`` instant (rising) and a pulse
         width later (falling).

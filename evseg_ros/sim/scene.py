@@ -12,11 +12,16 @@ for arbitrarily long runs, per-pixel maths uses a local frame whose Z origin is 
 rounded down to a multiple of ``ANCHOR_M``; every texture period divides ``ANCHOR_M``, so
 surfaces stay world-anchored across anchor changes.
 
-Speed: everything is vectorised numpy. Stuff (road, sidewalks, facades, sky) is cast per pixel
-on compressed index sets; objects (poles, signs, vehicles, persons) are cast only inside their
-projected bounding boxes and merged with a depth buffer. Textures are sampled in one
-``cv2.remap`` call from a tiled, pre-blurred atlas with a per-pixel level picked from the pixel
-footprint (a poor man's mip-map), which keeps distant texture from aliasing into event noise.
+Speed: everything is vectorised numpy on float32. Stuff (road, kerbs, sidewalks, facades, lawns,
+skyline, sky) is cast for all pixels with whole-image arithmetic, merged with
+``copyto(where=...)`` into one depth image and a one-byte surface code, whose attributes (class,
+material, texture, orientation) come from 256-entry look-up tables. Objects (poles, signs,
+vehicles, persons) become primitives (boxes, cylinders, plates, billboards); each kind is cast
+in one batch over the pixels of all its projected bounding boxes and merged by depth with
+``np.minimum.at``, so the cost does not grow with per-object Python overhead. Textures are
+sampled in one ``cv2.remap`` call from a tiled, pre-blurred atlas with a per-pixel level picked
+from the pixel footprint (a poor man's mip-map), which keeps distant texture from aliasing into
+event noise.
 """
 
 from __future__ import annotations
@@ -206,7 +211,7 @@ def _make_textures(seed: int) -> dict[str, np.ndarray]:
     return {k: np.clip(v, 0.05, None).astype(np.float32) for k, v in tex.items()}
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def texture_atlas(seed: int) -> np.ndarray:
     """Return the tiled atlas: row = texture id, column = blur level, each tile wrap-padded.
 
@@ -322,6 +327,7 @@ class Illumination:
     vehicle_lights: float = 1.0  # head/tail light emission scale
 
     def unit_sun(self) -> np.ndarray:
+        """Normalised ``sun_direction`` (float64)."""
         sun = np.asarray(self.sun_direction, np.float64)
         return sun / np.linalg.norm(sun)
 
@@ -396,10 +402,11 @@ class World:
             (1.5 * LANE_WIDTH, 1, 7.0 + 9.0 * float(u[13])),
         )
         self._lead_paint = _PAINT0 + int(u[14] * len(_PAINTS)) % len(_PAINTS)
-        self._table_cache: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+        self._table_cache: dict[tuple[str, int, int], dict] = {}
 
     # -- ego -----------------------------------------------------------------------------------
     def ego_distance(self, t_s: float) -> float:
+        """Distance driven along the road (world Z of the camera) at ``t_s``."""
         return self.ego_speed * t_s
 
     def camera_pose(self, t_s: float) -> CameraPose:
@@ -486,24 +493,53 @@ class World:
         if table is None:
             k = np.arange(k0, k0 + count)
             table = self.facade_table(k) if row == "facade" else self.back_table(k)
-            if len(self._table_cache) >= 16:
-                self._table_cache.pop(next(iter(self._table_cache)))
-            self._table_cache[key] = table
+            self._remember(key, table)
         return table
 
+    def _remember(self, key: tuple[str, int, int], value: dict) -> None:
+        if len(self._table_cache) >= 24:
+            self._table_cache.pop(next(iter(self._table_cache)))
+        self._table_cache[key] = value
+
     def lamp_offset(self, right: int) -> float:
+        """World Z of the streetlight lattice origin on the left (0) or right (1) side."""
         return self._lamp_offset[right]
 
     def crossing_offset(self) -> float:
+        """World Z of the zebra-crossing lattice origin."""
         return self._crossing_offset
 
     # -- things --------------------------------------------------------------------------------
     def objects(self, t_s: float, z_lo: float, z_hi: float) -> ObjectSet:
         """Objects that may intersect world Z in ``[z_lo, z_hi]`` at time ``t_s``."""
-        poles: list[dict[str, np.ndarray]] = []
-        signs: list[dict[str, np.ndarray]] = []
         vehicles: list[dict[str, np.ndarray]] = []
         persons: list[dict[str, np.ndarray]] = []
+        if self.num_vehicles > 0:
+            self._vehicles(t_s, z_lo, z_hi, vehicles)
+        if self.num_persons > 0:
+            self._persons(t_s, z_lo, z_hi, persons)
+        poles, signs = self._static_objects(math.floor(z_lo / SEGMENT_M),
+                                            math.floor(z_hi / SEGMENT_M) + 1)
+        return ObjectSet(
+            vehicles=_columns(vehicles, _VEHICLE_KEYS), persons=_columns(persons, _PERSON_KEYS),
+            poles=poles, signs=signs,
+        )
+
+    def _static_objects(
+        self, k_lo: int, k_hi: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Poles (streetlights, sign posts) and sign plates over segments ``[k_lo, k_hi)``.
+
+        Memoised like the facade tables: they never move and consecutive renders ask for
+        nearly the same stretch of street.
+        """
+        key = ("static", k_lo, k_hi)
+        cached = self._table_cache.get(key)
+        if cached is not None:
+            return cached["poles"], cached["signs"]
+        z_lo, z_hi = k_lo * SEGMENT_M, k_hi * SEGMENT_M
+        poles: list[dict[str, np.ndarray]] = []
+        signs: list[dict[str, np.ndarray]] = []
         for right in (0, 1):
             side = 1.0 if right else -1.0
             off = self.lamp_offset(right)
@@ -532,14 +568,9 @@ class World:
                 "shape": np.floor(u[:, 1] * 9) % 3, "facing": facing,
                 "instance": _instance_ids(_KIND_SIGN, right, j),
             })
-        if self.num_vehicles > 0:
-            self._vehicles(t_s, z_lo, z_hi, vehicles)
-        if self.num_persons > 0:
-            self._persons(t_s, z_lo, z_hi, persons)
-        return ObjectSet(
-            vehicles=_columns(vehicles, _VEHICLE_KEYS), persons=_columns(persons, _PERSON_KEYS),
-            poles=_columns(poles, _POLE_KEYS), signs=_columns(signs, _SIGN_KEYS),
-        )
+        out = {"poles": _columns(poles, _POLE_KEYS), "signs": _columns(signs, _SIGN_KEYS)}
+        self._remember(key, out)
+        return out["poles"], out["signs"]
 
     def _vehicles(self, t_s: float, z_lo: float, z_hi: float, out: list) -> None:
         occupancy = 0.75
@@ -635,13 +666,14 @@ class _Buffers:
     depth: np.ndarray  # float32
     label: np.ndarray  # uint8
     inst: np.ndarray  # int32
-    mat: np.ndarray  # uint8
-    tex: np.ndarray  # uint8 texture id
-    u: np.ndarray  # float32 texture coordinates in texels
-    v: np.ndarray
-    fpk: np.ndarray  # float32 texels per metre / |cos incidence|
-    light: np.ndarray  # float32 irradiance factor (sun/ambient or sky gradient, scaled)
-    lamp: np.ndarray | None  # float32 streetlight irradiance, night only
+    # Shading attributes (None for label-only renders):
+    mat: np.ndarray | None = None  # uint8
+    tex: np.ndarray | None = None  # uint8 texture id
+    u: np.ndarray | None = None  # float32 texture coordinates in texels
+    v: np.ndarray | None = None
+    fpk: np.ndarray | None = None  # float32 texels per metre / |cos incidence|
+    light: np.ndarray | None = None  # float32 irradiance (sun/ambient or sky gradient)
+    lamp: np.ndarray | None = None  # float32 streetlight irradiance, night only
 
 
 @dataclass
@@ -692,9 +724,9 @@ class Renderer:
         dx, dy, dz = self._rotate(pose.rotation)
         rays = _Rays(o, dx, dy, dz, _safe_inverse(dx).ravel(), _safe_inverse(dy).ravel(),
                      _safe_inverse(dz).ravel())
-        buf = self._cast_stuff(rays, anchor, illumination)
+        buf = self._cast_stuff(rays, anchor, illumination, shading=mode != "labels")
         objects = self.world.objects(t_s, pose.origin[2] - 5.0, pose.origin[2] + OBJECT_FAR_M)
-        self._cast_objects(buf, objects, rays, anchor, pose.rotation, illumination)
+        self._cast_objects(buf, objects, rays, anchor, rotation=pose.rotation, illum=illumination)
         if mode == "labels":
             return SceneRender(buf.label, buf.inst, buf.depth, None, None)
         return self._shade(buf, illumination, mode)
@@ -715,12 +747,14 @@ class Renderer:
         return dx, dy, dz
 
     # -- stuff ---------------------------------------------------------------------------------
-    def _cast_stuff(self, rays: _Rays, anchor: float, illum: Illumination) -> _Buffers:
+    def _cast_stuff(
+        self, rays: _Rays, anchor: float, illum: Illumination, *, shading: bool = True
+    ) -> _Buffers:
         """Road, kerbs, sidewalks, facades, lawns, back row and sky for every pixel.
 
         Written as whole-image arithmetic plus ``copyto(where=...)`` merges: on images this
         size numpy's masked gathers and branchy selects cost far more than a few extra
-        multiply-adds.
+        multiply-adds. Without ``shading`` only depth, labels and instances are produced.
         """
         ox, oy, oz = rays.o
         dx, dy, dz = rays.dx, rays.dy, rays.dz
@@ -777,8 +811,9 @@ class Renderer:
         bidx = (kb - b_lo) * 2 + right
         btab = self.world.cached_table(
             "back", b_lo + round(anchor / BACK_SEGMENT_M), b_hi - b_lo + 1)
+        bump_shift = f32((_BUMP_FREQ * anchor) % (2 * math.pi))  # keep bumps world-anchored
         h_b = btab["height"][bidx] + btab["amp"][bidx] * np.abs(
-            np.sin(z_b * f32(0.45) + btab["phase"][bidx]))
+            np.sin(z_b * f32(_BUMP_FREQ) + (btab["phase"][bidx] + bump_shift)))
         hit_b = (rest2 & ~(down & (axg < BACK_X)) & (t_b < FAR_M) & (y_b < h_b)
                  & ~btab["gap"][bidx])
         lawn = rest2 & down & ~hit_b
@@ -797,6 +832,9 @@ class Renderer:
         np.copyto(code, C_LAWN, where=lawn)
         np.copyto(code, code_f, where=hit_f)
         np.copyto(code, btab["code"][bidx], where=hit_b)
+        if not shading:
+            return _Buffers(depth=t, label=cv2.LUT(code, _CODES["label"]),
+                            inst=np.zeros(shape, np.int32))
         px = ox + t * dx
         py = oy + t * dy
         pz = oz + t * dz
@@ -868,7 +906,7 @@ class Renderer:
 
     # -- things --------------------------------------------------------------------------------
     def _cast_objects(
-        self, buf: _Buffers, objects: ObjectSet, rays: _Rays, anchor: float,
+        self, buf: _Buffers, objects: ObjectSet, rays: _Rays, anchor: float, *,
         rotation: np.ndarray, illum: Illumination,
     ) -> None:
         """Cast every object primitive inside its projected box, then merge by depth.
@@ -876,20 +914,24 @@ class Renderer:
         Primitives of one kind are processed together (pixels of all their boxes in one flat
         list), so the cost is a fixed number of numpy calls per kind, not per object.
         """
-        prims = _primitives(objects, anchor)
+        prims = {k: p for k, p in _primitives(objects, anchor).items() if p["aabb"].shape[0]}
+        if not prims:
+            return
         sun = illum.unit_sun()
+        keep_all, rects_all = self._project_boxes(
+            np.concatenate([p["aabb"] for p in prims.values()]), rays.o, rotation)
+        ends = np.cumsum([p["aabb"].shape[0] for p in prims.values()])
         cands = []
-        for kind, params in prims.items():
-            if params["aabb"].shape[0] == 0:
-                continue
-            keep, rects = self._project_boxes(params["aabb"], rays.o, rotation)
+        for (kind, all_params), end in zip(prims.items(), ends.tolist(), strict=True):
+            start = end - all_params["aabb"].shape[0]
+            keep, rects = keep_all[start:end], rects_all[start:end]
             if not keep.any():
                 continue
-            params = {k: v[keep] for k, v in params.items()}
+            params = {k: v[keep] for k, v in all_params.items()}
             pix, own = _rect_pixels(rects[keep], self.width)
             if pix.size == 0:
                 continue
-            cand = _INTERSECT[kind](rays, params, pix, own, sun, illum.ambient)
+            cand = _INTERSECT[kind](rays, params, pix, own, sun=sun, amb=illum.ambient)
             if cand is not None and cand["pix"].size:
                 cands.append(cand)
         if not cands:
@@ -902,6 +944,8 @@ class Renderer:
         pix = pix[win]
         buf.label.ravel()[pix] = cat["label"][win]
         buf.inst.ravel()[pix] = cat["inst"][win]
+        if buf.mat is None:
+            return
         buf.mat.ravel()[pix] = cat["mat"][win]
         tex = cat["tex"][win]
         buf.tex.ravel()[pix] = tex
@@ -956,8 +1000,10 @@ class Renderer:
             vv = k[1, 1] * ang_y + k[1, 2]
             margin = 1
         rects = np.stack([
-            np.clip(np.floor(vv.min(1)) - margin, 0, h), np.clip(np.ceil(vv.max(1)) + margin + 1, 0, h),
-            np.clip(np.floor(uu.min(1)) - margin, 0, w), np.clip(np.ceil(uu.max(1)) + margin + 1, 0, w),
+            np.clip(np.floor(vv.min(1)) - margin, 0, h),
+            np.clip(np.ceil(vv.max(1)) + margin + 1, 0, h),
+            np.clip(np.floor(uu.min(1)) - margin, 0, w),
+            np.clip(np.ceil(uu.max(1)) + margin + 1, 0, w),
         ], axis=1).astype(np.int64)
         rects[~front] = (0, h, 0, w)  # straddles the camera plane: search the whole image
         keep &= (rects[:, 1] > rects[:, 0]) & (rects[:, 3] > rects[:, 2])
@@ -994,6 +1040,7 @@ class Renderer:
         return SceneRender(buf.label, buf.inst, buf.depth, rgb, None)
 
 
+_BUMP_FREQ = 0.45  # rad/m, crowns along a back-row tree line
 _MIN_ANGLE = 1.0 / 650.0  # radians; objects narrower than this are not drawn
 _TEX_ROW = np.zeros(256, np.float32)
 _TEX_ROW[: len(_TEXTURES)] = np.arange(len(_TEXTURES)) * _TEX_STRIDE + TEX_PAD
@@ -1011,7 +1058,7 @@ def _pad256(table: np.ndarray) -> np.ndarray:
 
 
 def _camera_rays(camera: CameraModel) -> np.ndarray:
-    """Unit ray directions (camera frame) through every pixel centre, undistorted if needed."""
+    """Return unit ray directions (camera frame) through every pixel centre, undistorted."""
     h, w = camera.height, camera.width
     vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
     if np.any(np.abs(camera.distortion) > 0):
@@ -1120,7 +1167,7 @@ def _lit(sun: np.ndarray, ambient: float, nx, ny, nz) -> np.ndarray:
     return (ambient + (1 - ambient) * np.maximum(dot, 0.0)).astype(np.float32)
 
 
-def _result(pix, t, label, inst, mat, tex, u, v, fpk, shade) -> dict[str, np.ndarray]:
+def _result(pix, t, *, label, inst, mat, tex, u, v, fpk, shade) -> dict[str, np.ndarray]:
     n = pix.size
     return {
         "pix": pix, "t": t.astype(np.float32),
@@ -1134,7 +1181,7 @@ def _result(pix, t, label, inst, mat, tex, u, v, fpk, shade) -> dict[str, np.nda
     }
 
 
-def _hit_boxes(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb):
+def _hit_boxes(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, *, sun, amb):
     """Slab test for axis-aligned boxes; materials from the box style (vehicles, lamp arms)."""
     ox, oy, oz = rays.o
     t_near = None
@@ -1183,11 +1230,11 @@ def _hit_boxes(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb)
     u = np.where(ax_x, pz - p["vz"][own], px - p["vx"][own])
     v = np.where(ax_y, pz - p["vz"][own], py)
     cos_inc = np.abs(nx * dx + ny * dy + nz * dz)
-    return _result(pix, t, _STYLE_LABEL[style], p["inst"][own], mat, tex, u, v,
-                   1.0 / np.maximum(cos_inc, 0.05), _lit(sun, amb, nx, ny, nz))
+    return _result(pix, t, label=_STYLE_LABEL[style], inst=p["inst"][own], mat=mat, tex=tex,
+                   u=u, v=v, fpk=1.0 / np.maximum(cos_inc, 0.05), shade=_lit(sun, amb, nx, ny, nz))
 
 
-def _hit_cylinders(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb):
+def _hit_cylinders(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, *, sun, amb):
     """Vertical cylinders (poles, sign posts): ray/circle in the ground plane, then height."""
     ox, oy, oz = rays.o
     dx, dy, dz = rays.dx.ravel()[pix], rays.dy.ravel()[pix], rays.dz.ravel()[pix]
@@ -1210,12 +1257,12 @@ def _hit_cylinders(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, 
     nx = (rx[sel] + t * dx[sel]) / r[sel]
     nz = (rz[sel] + t * dz[sel]) / r[sel]
     cos_inc = np.abs(nx * dx[sel] + nz * dz[sel])
-    return _result(pix[sel], t, POLE, p["inst"][o2], MAT["pole"], TEX["metal"],
-                   np.arctan2(nz, nx) * r[sel], y, 1.0 / np.maximum(cos_inc, 0.05),
-                   _lit(sun, amb, nx, 0.0, nz))
+    return _result(pix[sel], t, label=POLE, inst=p["inst"][o2], mat=MAT["pole"],
+                   tex=TEX["metal"], u=np.arctan2(nz, nx) * r[sel], v=y,
+                   fpk=1.0 / np.maximum(cos_inc, 0.05), shade=_lit(sun, amb, nx, 0.0, nz))
 
 
-def _hit_plates(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb):
+def _hit_plates(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, *, sun, amb):
     """Sign plates in a plane of constant Z: circle, rectangle or triangle, grey back."""
     ox, oy, oz = rays.o
     t = (p["z"][own] - oz) * rays.inv_dz[pix]
@@ -1241,12 +1288,13 @@ def _hit_plates(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb
     dz = rays.dz.ravel()[pix[sel]]
     front = dz * facing < 0  # the ray meets the printed side
     mat = np.where(front, np.where(border, outer[shape], inner[shape]), MAT["sign_back"])
-    return _result(pix[sel], t[sel], TRAFFIC_SIGN, p["inst"][o2], mat, TEX["metal"],
-                   px[sel], py[sel], 1.0 / np.maximum(np.abs(dz), 0.05),
-                   _lit(sun, amb, 0.0, 0.0, -np.sign(dz)))
+    return _result(pix[sel], t[sel], label=TRAFFIC_SIGN, inst=p["inst"][o2], mat=mat,
+                   tex=TEX["metal"], u=px[sel], v=py[sel],
+                   fpk=1.0 / np.maximum(np.abs(dz), 0.05),
+                   shade=_lit(sun, amb, 0.0, 0.0, -np.sign(dz)))
 
 
-def _hit_billboards(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun, amb):
+def _hit_billboards(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, *, sun, amb):
     """Persons: a silhouette (head, torso, arms, swinging legs) on a vertical billboard.
 
     The billboard turns to face the shared camera centre, so both cameras of the coaxial rig
@@ -1281,8 +1329,9 @@ def _hit_billboards(rays: _Rays, p: dict, pix: np.ndarray, own: np.ndarray, sun,
     mat = np.where(skin[sel], MAT["skin"], np.where(legs[sel], p["bottom"][o2], p["top"][o2]))
     shade = 0.7 + 0.3 * np.sqrt(np.clip(1 - (lat[sel] / 0.25) ** 2, 0, 1))
     base = _lit(sun, amb, -nx[sel], 0.0, -nz[sel])
-    return _result(pix[sel], t[sel], PERSON, p["inst"][o2], mat, TEX["cloth"], lat[sel], y[sel],
-                   1.0 / np.maximum(denom[sel], 0.05), base * shade)
+    return _result(pix[sel], t[sel], label=PERSON, inst=p["inst"][o2], mat=mat,
+                   tex=TEX["cloth"], u=lat[sel], v=y[sel],
+                   fpk=1.0 / np.maximum(denom[sel], 0.05), shade=base * shade)
 
 
 _INTERSECT = {

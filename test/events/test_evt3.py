@@ -6,6 +6,7 @@ them skip with the reason when that folder is absent.
 
 from __future__ import annotations
 
+import array
 import itertools
 from pathlib import Path
 
@@ -598,6 +599,7 @@ def test_buffer_types_and_dangling_byte():
     for form in (
         data,
         bytearray(data),
+        array.array("B", data),  # rclpy's type for EventPacket.events
         memoryview(data),
         np.frombuffer(data, dtype=np.uint8),
         np.frombuffer(data, dtype="<u2"),
