@@ -254,7 +254,7 @@ Pixel accuracy (all held-out frames): {pixel_accuracy}.
 
 ## Data
 
-- Simulator: {simulator_version}; configuration: {sim_config}.
+- Simulator: `evseg_ros.sim` version {simulator_version}; configuration: {sim_config}.
 - Training: seeds {train_seeds}, {frames_per_seed} frames per seed (one frame every
   {frame_stride} triggers at {frame_rate_hz} Hz, lighting `{lighting}`): {train_frames} frames;
   lighting mix {train_lighting_counts}.
@@ -297,7 +297,11 @@ Pixel accuracy (all held-out frames): {pixel_accuracy}.
 - Classes that are rare in the simulated scenes get few training pixels and low IoU.
 - The event frame depends on the window settings and on the event rate (sensor biases, scene
   texture, motion); a different window configuration needs retraining.
-- Latency was measured on a shared 2-core CPU; other machines will differ.
+- The fused model has a second encoder: {param_ratio:.1f}x the parameters of the frame-only one
+  and correspondingly more compute, so part of its advantage may come from capacity rather
+  than from the events themselves. Both had the same number of steps, not the same wall time.
+- Wall times and latencies were measured on a 2-core CPU shared with other jobs; they vary
+  from run to run and will differ on other machines.
 """
 
 
@@ -341,6 +345,8 @@ def model_card(report: dict) -> str:
         ),
         train_times=", ".join(f"{v} {train[v]['train_seconds'] / 60:.1f} min" for v in variants),
         total_minutes=report["total_seconds"] / 60,
+        param_ratio=train["param_counts"].get("fused", 0)
+        / max(train["param_counts"].get("image_only", 1), 1),
         command=report["command"],
         machine=report["machine"],
         duration_us=data["window"]["duration_us"],
@@ -437,10 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             "latency": onnx_latency(onnx_path, args.threads),
         }
 
-    training["params"] = ", ".join(
-        f"{v} {count_parameters(DemoFusionNet(variant=v, width=args.width)) / 1e3:.0f} k parameters"
-        for v in variants
-    )
+    counts = {v: count_parameters(DemoFusionNet(variant=v, width=args.width)) for v in OUTPUTS}
+    training["param_counts"] = counts
+    training["params"] = ", ".join(f"{v} {counts[v] / 1e3:.0f} k parameters" for v in variants)
     training.update(
         {
             k: getattr(args, k)

@@ -7,6 +7,7 @@ accumulator publish it, which the demo needs for its PNG panels.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,20 @@ class Sample:
     truth: np.ndarray | None = None
     image: np.ndarray | None = None
     event_frame: np.ndarray | None = None
-    mask_latency_ms: float | None = None  # mask arrival (ROS time) minus the frame's stamp
+    image_arrival_ns: int | None = None  # when this node received the camera frame
+    mask_arrival_ns: int | None = None  # ... and the mask with the same stamp
+
+    @property
+    def frame_to_mask_ms(self) -> float | None:
+        """Latency of the perception graph as a downstream consumer sees it.
+
+        Measured on this node's wall clock between the frame and its mask arriving, so it does
+        not depend on how header stamps relate to the wall clock (they run slower on a
+        simulator with ``sim_time_scale`` < 1).
+        """
+        if self.image_arrival_ns is None or self.mask_arrival_ns is None:
+            return None
+        return (self.mask_arrival_ns - self.image_arrival_ns) / 1e6
 
     @property
     def complete(self) -> bool:
@@ -63,13 +77,15 @@ class EvalObserverNode(Node):
         stamp = stamp_to_ns(msg.header)
         sample = self.observer.sample(stamp)
         sample.mask = from_image_msg(msg, expected=("mono8",)).copy()
-        sample.mask_latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6
+        sample.mask_arrival_ns = time.monotonic_ns()
 
     def _on_truth(self, msg: Image) -> None:
         self.observer.sample(stamp_to_ns(msg.header)).truth = from_image_msg(msg).copy()
 
     def _on_image(self, msg: Image) -> None:
-        self.observer.sample(stamp_to_ns(msg.header)).image = from_image_msg(msg).copy()
+        sample = self.observer.sample(stamp_to_ns(msg.header))
+        sample.image_arrival_ns = time.monotonic_ns()
+        sample.image = from_image_msg(msg).copy()
 
     def _on_event_frame(self, msg: Image) -> None:
         frame = from_image_msg(msg, expected=("32FC3",)).transpose(2, 0, 1).copy()

@@ -58,7 +58,8 @@ class Evk4DriverNode(Node):
             return MetavisionEventSource(serial=self.params["serial"])
         rig, epoch_ns = build_rig(self.params)
         return SimEventSource(
-            rig, epoch_ns=epoch_ns, packet_period_us=int(self.params["packet_period_us"])
+            rig, epoch_ns=epoch_ns, packet_period_us=int(self.params["packet_period_us"]),
+            time_scale=float(self.params["sim_time_scale"]),
         )
 
     def _poll(self) -> None:

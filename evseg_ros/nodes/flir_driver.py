@@ -80,7 +80,8 @@ class FlirDriverNode(Node):
             return SpinnakerFrameSource(serial=self.params["serial"])
         rig, epoch_ns = build_rig(self.params)
         return SimFrameSource(
-            rig, epoch_ns=epoch_ns, with_ground_truth=self.params["publish_ground_truth"]
+            rig, epoch_ns=epoch_ns, with_ground_truth=self.params["publish_ground_truth"],
+            time_scale=float(self.params["sim_time_scale"]),
         )
 
     def _poll(self) -> None:

@@ -21,6 +21,11 @@ SIM_PARAMS: tuple[Param, ...] = (
     Param("sim_lighting_period_s", 4.0, "time between lighting changes in 'cycle' mode [s]"),
     Param("sim_ego_speed_mps", 12.0, "speed of the simulated ego vehicle [m/s]"),
     Param(
+        "sim_time_scale", 1.0,
+        "simulated seconds per wall-clock second (< 1 where the CPU cannot simulate events in "
+        "real time; stamps stay consistent, like a bag played at a lower rate)",
+    ),
+    Param(
         "sim_epoch_ns", 0,
         "ROS time [ns] at which simulated sensor time 0 happened; both drivers must agree. "
         "0 = the node's start time (use only with a single driver)",

@@ -108,7 +108,10 @@ class EventFrameAccumulator:
         if decoder is None:
             return
         if len(data) % 2:
+            # every packet of a camera ends on a word boundary: the last word was cut off.
+            # Drop its stray byte instead of letting it shift every later packet.
             self.counters["odd_length_packets"] += 1
+            data = memoryview(data).cast("B")[: len(data) - 1]
         try:
             decoded = decoder.decode(data)
         except Exception:  # a decoder bug must not stop the node: count, reset, go on

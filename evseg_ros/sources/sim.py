@@ -5,6 +5,11 @@ and a FLIR driver in different processes stay consistent as long as they agree o
 ROS time at which sensor time 0 happened (the launch file passes one value to both; the
 in-process runner shares it directly). Sensor time runs from 0 and is written into EVT3 words,
 so after ~16.8 s the 24-bit counter wraps just like a real camera's.
+
+Simulating events costs more than real time on a small CPU, so sensor time may advance at
+``time_scale`` times the wall clock (like ``ros2 bag play --rate``). Header stamps stay
+``epoch + sensor time``: every consumer sees one consistent clock, it just runs slower than the
+wall clock.
 """
 
 from __future__ import annotations
@@ -14,38 +19,60 @@ from evseg_ros.sim import CoaxialRigSim
 from evseg_ros.sources.base import CapturedFrame, RawEventPacket
 
 
+def _check_scale(time_scale: float) -> float:
+    if not 0.0 < time_scale <= 10.0:
+        msg = f"sim time_scale must be within (0, 10], got {time_scale!r}"
+        raise ValueError(msg)
+    return float(time_scale)
+
+
+def sensor_time_us(now_ns: int, epoch_ns: int, time_scale: float) -> int:
+    """Simulated sensor time reached at ROS time ``now_ns`` (negative before the epoch)."""
+    return int((int(now_ns) - epoch_ns) * time_scale) // 1000
+
+
 class SimEventSource:
-    """EVT3 packets from the simulated event camera, cut every ``packet_period_us``."""
+    """EVT3 packets from the simulated event camera, cut at multiples of ``packet_period_us``."""
 
     encoding = "evt3"
+    MAX_PERIODS_PER_PACKET = 20
 
-    def __init__(self, rig: CoaxialRigSim, *, epoch_ns: int, packet_period_us: int = 10_000):
+    def __init__(
+        self, rig: CoaxialRigSim, *, epoch_ns: int, packet_period_us: int = 10_000,
+        time_scale: float = 1.0,
+    ):
         if packet_period_us <= 0:
             msg = f"packet_period_us must be positive, got {packet_period_us!r}"
             raise ValueError(msg)
         self.width = rig.calibration.event_camera.width
         self.height = rig.calibration.event_camera.height
         self.epoch_ns = int(epoch_ns)
+        self.time_scale = _check_scale(time_scale)
         self.packet_period_us = packet_period_us
         self._simulator = rig.event_simulator(0)
         self._encoder_state = Evt3EncoderState()
 
     def read(self, now_ns: int) -> list[RawEventPacket]:
-        """Simulate up to ``now_ns`` (whole packet periods only) and encode the new packets."""
-        now_us = (int(now_ns) - self.epoch_ns) // 1000
+        """Simulate up to ``now_ns`` (whole packet periods) and encode it.
+
+        Everything that became due since the last poll goes into one packet (up to
+        ``MAX_PERIODS_PER_PACKET`` periods each), the way a camera driver's packets grow when its
+        time threshold is exceeded between two SDK buffers. A consumer that is serviced once
+        per executor cycle then keeps up with a driver that is, too.
+        """
+        now_us = sensor_time_us(now_ns, self.epoch_ns, self.time_scale)
         packets: list[RawEventPacket] = []
         t = self._simulator.time_us
-        while t + self.packet_period_us <= now_us:
-            t_end = t + self.packet_period_us
+        due = (now_us - t) // self.packet_period_us
+        while due > 0:
+            periods = min(due, self.MAX_PERIODS_PER_PACKET)
+            t_end = t + periods * self.packet_period_us
             events, triggers = self._simulator.advance_to(t_end)
             data = encode_evt3(events, triggers, state=self._encoder_state)
-            first = t
-            if len(events):
-                first = int(events["t"][0])
-            if len(triggers):
-                first = min(first, int(triggers["t"][0]))
+            firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
+            first = min(firsts) if firsts else t
             packets.append(RawEventPacket(data, self.epoch_ns + first * 1000, first * 1000))
-            t = t_end
+            t, due = t_end, due - periods
         return packets
 
     def close(self) -> None:
@@ -60,17 +87,21 @@ class SimFrameSource:
     skipped, like a camera driver with a newest-only buffer.
     """
 
-    def __init__(self, rig: CoaxialRigSim, *, epoch_ns: int, with_ground_truth: bool = True):
+    def __init__(
+        self, rig: CoaxialRigSim, *, epoch_ns: int, with_ground_truth: bool = True,
+        time_scale: float = 1.0,
+    ):
         self.rig = rig
         self.width = rig.calibration.frame_camera.width
         self.height = rig.calibration.frame_camera.height
         self.epoch_ns = int(epoch_ns)
+        self.time_scale = _check_scale(time_scale)
         self.with_ground_truth = with_ground_truth
         self.skipped_frames = 0
         self._next_index = 0
 
     def read(self, now_ns: int) -> list[CapturedFrame]:
-        now_us = (int(now_ns) - self.epoch_ns) // 1000
+        now_us = sensor_time_us(now_ns, self.epoch_ns, self.time_scale)
         period = self.rig.frame_period_us()
         # frame k is complete when its (longest) exposure is over
         settle_us = 4 * self.rig.config.exposure_us

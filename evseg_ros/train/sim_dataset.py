@@ -100,15 +100,16 @@ def lighting_name(lighting: object) -> str:
 
 
 def simulator_version() -> str:
-    """Version string of the simulator package, recorded in caches and the model card."""
+    """The simulator's ``SIM_VERSION``, recorded in cache keys and the model card.
+
+    A simulator without one is identified by the package version, so its caches are still
+    invalidated by a release.
+    """
     import evseg_ros
     from evseg_ros import sim
 
-    return str(
-        getattr(sim, "__version__", None)
-        or getattr(sim, "SIM_VERSION", None)
-        or (f"evseg_ros {evseg_ros.__version__}")
-    )
+    version = getattr(sim, "SIM_VERSION", None)
+    return str(version) if version else f"unversioned (evseg_ros {evseg_ros.__version__})"
 
 
 def _make_rig(calibration: RigCalibration, seed: int, config: SimDatasetConfig):
