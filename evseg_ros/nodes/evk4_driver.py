@@ -11,15 +11,14 @@ from __future__ import annotations
 import array
 
 from event_camera_msgs.msg import EventPacket
-from rclpy.node import Node
 
-from evseg_ros.nodes.diagnostics import ERROR, OK, DiagnosticsPublisher
+from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.image_conversion import ns_to_stamp
-from evseg_ros.nodes.params import Param, declare_parameters
+from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import EVENTS_QOS
 from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
-from evseg_ros.sources import EventPacketSource, SimEventSource, SourceUnavailableError
+from evseg_ros.sources import EventPacketSource, SimEventSource
 
 PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where events come from", ("sim", "hardware")),
@@ -32,24 +31,18 @@ PARAMS: tuple[Param, ...] = (
 )
 
 
-class Evk4DriverNode(Node):
+class Evk4DriverNode(SourceDriverNode):
     """Poll an event source and publish what it returns, numbered and stamped."""
 
+    source: EventPacketSource | None
+
     def __init__(self, **kwargs) -> None:
-        super().__init__("evk4_driver", **kwargs)
-        self.params = declare_parameters(self, PARAMS)
-        self.source: EventPacketSource | None = None
-        self.error = ""
-        try:
-            self.source = self._open_source()
-        except SourceUnavailableError as err:
-            self.error = str(err)
-            self.get_logger().error(f"source {self.params['source']!r} unavailable: {err}")
         self.seq = 0
         self.bytes_published = 0
+        super().__init__("evk4_driver", PARAMS, **kwargs)
+
+    def _setup_publishers(self) -> None:
         self.publisher = self.create_publisher(EventPacket, "events", EVENTS_QOS)
-        self.timer = self.create_timer(self.params["poll_period_ms"] / 1000.0, self._poll)
-        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
 
     def _open_source(self) -> EventPacketSource:
         if self.params["source"] == "hardware":
@@ -62,10 +55,7 @@ class Evk4DriverNode(Node):
             time_scale=float(self.params["sim_time_scale"]),
         )
 
-    def _poll(self) -> None:
-        if self.source is None:
-            return
-        now_ns = self.get_clock().now().nanoseconds
+    def _poll(self, now_ns: int) -> None:
         for packet in self.source.read(now_ns):
             msg = EventPacket()
             ns_to_stamp(msg.header, packet.stamp_ns)
@@ -83,20 +73,8 @@ class Evk4DriverNode(Node):
             self.seq += 1
             self.bytes_published += len(packet.data)
 
-    def _diagnostics(self):
-        values = {
-            "source": self.params["source"],
-            "packets_published": self.seq,
-            "bytes_published": self.bytes_published,
-        }
-        if self.error:
-            return ERROR, self.error, values
-        return OK, "streaming", values
-
-    def destroy_node(self) -> None:
-        if self.source is not None:
-            self.source.close()
-        super().destroy_node()
+    def _status_values(self) -> dict[str, int]:
+        return {"packets_published": self.seq, "bytes_published": self.bytes_published}
 
 
 def main(args: list[str] | None = None) -> int:

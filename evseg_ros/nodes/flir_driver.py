@@ -7,19 +7,18 @@ ground-truth labels (mono8 class ids) on ``frame/ground_truth`` with the same st
 
 from __future__ import annotations
 
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from evseg_ros.geometry.calibration import CameraModel, load_calibration
-from evseg_ros.nodes.diagnostics import ERROR, OK, DiagnosticsPublisher
+from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.image_conversion import ns_to_stamp, to_image_msg
-from evseg_ros.nodes.params import Param, declare_parameters
+from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import FRAMES_QOS
 from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
-from evseg_ros.sources import FrameSource, SimFrameSource, SourceUnavailableError
+from evseg_ros.sources import FrameSource, SimFrameSource
 
 PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where frames come from", ("sim", "hardware")),
@@ -48,30 +47,24 @@ def camera_info_msg(camera: CameraModel, header: Header) -> CameraInfo:
     return info
 
 
-class FlirDriverNode(Node):
+class FlirDriverNode(SourceDriverNode):
     """Poll a frame source and publish each frame with its camera info."""
 
+    source: FrameSource | None
+
     def __init__(self, **kwargs) -> None:
-        super().__init__("flir_driver", **kwargs)
-        self.params = declare_parameters(self, PARAMS)
+        self.frames_published = 0
+        super().__init__("flir_driver", PARAMS, **kwargs)
+
+    def _setup_publishers(self) -> None:
         self.camera = load_calibration(
             resolve_package_path(self.params["calibration_file"])
         ).frame_camera
-        self.source: FrameSource | None = None
-        self.error = ""
-        try:
-            self.source = self._open_source()
-        except SourceUnavailableError as err:
-            self.error = str(err)
-            self.get_logger().error(f"source {self.params['source']!r} unavailable: {err}")
-        self.frames_published = 0
         self.image_publisher = self.create_publisher(Image, "frame/image_raw", FRAMES_QOS)
         self.info_publisher = self.create_publisher(CameraInfo, "frame/camera_info", FRAMES_QOS)
         self.truth_publisher = None
         if self.params["source"] == "sim" and self.params["publish_ground_truth"]:
             self.truth_publisher = self.create_publisher(Image, "frame/ground_truth", FRAMES_QOS)
-        self.timer = self.create_timer(self.params["poll_period_ms"] / 1000.0, self._poll)
-        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
 
     def _open_source(self) -> FrameSource:
         if self.params["source"] == "hardware":
@@ -84,10 +77,8 @@ class FlirDriverNode(Node):
             time_scale=float(self.params["sim_time_scale"]),
         )
 
-    def _poll(self) -> None:
-        if self.source is None:
-            return
-        for frame in self.source.read(self.get_clock().now().nanoseconds):
+    def _poll(self, now_ns: int) -> None:
+        for frame in self.source.read(now_ns):
             header = ns_to_stamp(Header(frame_id=self.params["frame_id"]), frame.stamp_ns)
             self.image_publisher.publish(to_image_msg(frame.image, "rgb8", header))
             self.info_publisher.publish(camera_info_msg(self.camera, header))
@@ -95,20 +86,9 @@ class FlirDriverNode(Node):
                 self.truth_publisher.publish(to_image_msg(frame.ground_truth, "mono8", header))
             self.frames_published += 1
 
-    def _diagnostics(self):
-        values = {
-            "source": self.params["source"],
-            "frames_published": self.frames_published,
-            "frames_skipped": 0 if self.source is None else self.source.skipped_frames,
-        }
-        if self.error:
-            return ERROR, self.error, values
-        return OK, "streaming", values
-
-    def destroy_node(self) -> None:
-        if self.source is not None:
-            self.source.close()
-        super().destroy_node()
+    def _status_values(self) -> dict[str, int]:
+        skipped = 0 if self.source is None else self.source.skipped_frames
+        return {"frames_published": self.frames_published, "frames_skipped": skipped}
 
 
 def main(args: list[str] | None = None) -> int:
