@@ -14,7 +14,7 @@ from evseg_ros.paths import DEFAULT_CONFIG
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.runner import InProcessGraph
+    from evseg_ros.nodes.runner import InProcessGraph  # noqa: PLC0415 (needs rclpy)
 
     overrides: dict[str, dict] = {}
     if args.model:
@@ -37,14 +37,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.demo import format_report, run_demo
-    from evseg_ros.runtime import ModelNotFoundError
+    from evseg_ros.nodes.demo import format_report, run_demo  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
 
     try:
         report = run_demo(
             config=args.config, frames=args.frames, output_dir=args.output, model=args.model
         )
-    except ModelNotFoundError as err:
+    except (RuntimeBackendError, FileNotFoundError) as err:
         print(f"evseg demo: {err}", file=sys.stderr)
         return 2
     print(format_report(report))

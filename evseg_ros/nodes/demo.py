@@ -19,9 +19,9 @@ from evseg_ros.eval.metrics import ConfusionMatrix
 from evseg_ros.eval.panels import make_panel, write_png
 from evseg_ros.nodes.eval_observer import EvalObserverNode, Sample
 from evseg_ros.nodes.graph import NAMESPACE
-from evseg_ros.nodes.runner import InProcessGraph
+from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
 from evseg_ros.paths import resolve_package_path
-from evseg_ros.runtime import ModelNotFoundError, create_backend
+from evseg_ros.runtime import ModelNotFoundError, RuntimeBackendError, create_backend
 
 
 @dataclass
@@ -68,12 +68,17 @@ def run_demo(
     overrides: dict[str, dict[str, Any]] = {}
     if model:
         overrides["segmentation"] = {"model_path": model}
+    model_path = resolve_package_path(
+        model or configured_parameter(config, "segmentation", "model_path") or ""
+    )
+    if not model_path.is_file():
+        raise ModelNotFoundError(model_path)  # before any node starts: one clear error
     report = DemoReport()
     start = time.monotonic()
     with InProcessGraph(config, overrides=overrides) as graph:
         segmentation = graph.nodes["segmentation"]
         if segmentation.segmenter is None:
-            raise ModelNotFoundError(segmentation.error)
+            raise RuntimeBackendError(segmentation.error)
         observer_node = EvalObserverNode(context=graph.context, namespace=NAMESPACE)
         graph.add_node(observer_node)
         observer = observer_node.observer

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -20,6 +21,19 @@ from rclpy.parameter import Parameter
 
 from evseg_ros.nodes.graph import GRAPH, NAMESPACE, SIM_DRIVERS
 from evseg_ros.paths import resolve_package_path
+
+
+def configured_parameter(config_file: str | Path, node_name: str, name: str) -> Any:
+    """Value a parameter file gives ``name`` for ``node_name`` (node key, then ``/**``).
+
+    Lets a tool check, before starting anything, what the nodes are about to load.
+    """
+    data = yaml.safe_load(resolve_package_path(config_file).read_text()) or {}
+    for key in (f"/**/{node_name}", node_name, f"/{node_name}", "/**"):
+        params = (data.get(key) or {}).get("ros__parameters", {})
+        if name in params:
+            return params[name]
+    return None
 
 
 class InProcessGraph:
