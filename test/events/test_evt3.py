@@ -738,5 +738,5 @@ def test_read_raw_file_header_variants(tmp_path):
 def test_read_raw_file_damaged_header(tmp_path, content):
     path = tmp_path / "damaged.raw"
     path.write_bytes(content)
-    with pytest.raises(EventDecodeError, match="damaged.raw"):
+    with pytest.raises(EventDecodeError, match=r"damaged\.raw"):
         read_raw_file(path)

@@ -148,7 +148,7 @@ def test_missing_model_names_path(tmp_path) -> None:
 def test_corrupt_file(tmp_path) -> None:
     path = tmp_path / "corrupt.onnx"
     path.write_bytes(b"\x08\x07garbage that is not a protobuf" * 10)
-    with pytest.raises(RuntimeBackendError, match="corrupt.onnx"):
+    with pytest.raises(RuntimeBackendError, match=r"corrupt\.onnx"):
         create_backend("auto", path)
 
 
