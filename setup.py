@@ -17,8 +17,8 @@ setup(
         (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml")
          + glob("config/*.rviz")),
         (f"share/{package_name}/config/calibration", glob("config/calibration/*.yaml")),
-        (f"share/{package_name}/models", glob("models/*.onnx") + glob("models/*.md")
-         + glob("models/*.json")),
+        (f"share/{package_name}/models", glob("models/*.onnx") + glob("models/*.pt")
+         + glob("models/*.md") + glob("models/*.json")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
