@@ -48,6 +48,7 @@ from evseg_ros.train.sim_dataset import (
 )
 
 LIGHTINGS = ("normal", "night", "glare")
+MIN_ITERATIONS = 20
 #: Variant -> output file stem.
 OUTPUTS = {"fused": "demo_fusion", "image_only": "demo_image_only"}
 
@@ -84,7 +85,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="training seed (same for both models)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--card-only",
+        action="store_true",
+        help="only rewrite MODEL_CARD.md from the saved demo_metrics.json (no training)",
+    )
+    args = p.parse_args(argv)
+    if args.iterations < MIN_ITERATIONS:
+        # the one-cycle schedule needs a few warm-up steps (10 % of the run)
+        p.error(f"--iterations must be at least {MIN_ITERATIONS}, got {args.iterations}")
+    return args
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -124,6 +134,17 @@ def full_frames(data: SimSamples, start: int, stop: int) -> tuple[torch.Tensor, 
     return image.contiguous(), events
 
 
+def _progress_bar(total: int, name: str):
+    """A tqdm bar on an interactive terminal; None (plain log lines) otherwise or without tqdm."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=name, unit="step")
+
+
 # -- training and evaluation -----------------------------------------------------------------------
 def train_model(
     variant: str, data: SimSamples, args: argparse.Namespace
@@ -139,6 +160,7 @@ def train_model(
     model.train()
     start = time.perf_counter()
     running = None
+    progress = _progress_bar(args.iterations, variant)
     log_every = max(args.iterations // 20, 1)
     for step in range(1, args.iterations + 1):
         image, events, labels = random_batch(data, rng, args.batch_size, args.crop)
@@ -148,7 +170,10 @@ def train_model(
         optimiser.step()
         schedule.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % log_every == 0 or step == args.iterations:
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{running:.3f}", refresh=False)
+        elif step % log_every == 0 or step == args.iterations:
             elapsed = time.perf_counter() - start
             eta = elapsed / step * (args.iterations - step)
             print(
@@ -156,6 +181,8 @@ def train_model(
                 f"elapsed {elapsed:.0f}s eta {eta:.0f}s",
                 flush=True,
             )
+    if progress is not None:
+        progress.close()
     seconds = time.perf_counter() - start
     return model.eval(), {"train_seconds": seconds, "final_loss": running}
 
@@ -203,18 +230,18 @@ def onnx_latency(path: Path, threads: int, runs: int = 50) -> dict:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    engine = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {
         "image": rng.random((1, 3, 240, 320), dtype=np.float32),
         "events": rng.poisson(0.5, (1, 3, 240, 320)).astype(np.float32),
     }
     for _ in range(5):
-        session.run(["mask"], feeds)
+        engine.run(["mask"], feeds)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        session.run(["mask"], feeds)
+        engine.run(["mask"], feeds)
         times.append((time.perf_counter() - t0) * 1e3)
     return {
         "threads": threads,
@@ -244,11 +271,23 @@ void pixels ignored; classes absent from a subset are left out of its mean).
 | --- | ---: | ---: | ---: | ---: |
 {miou_rows}
 
+Change from normal lighting, in mIoU points: {lighting_drop}.
+
+What the held-out frames look like per lighting (means over frames; "saturated" = all RGB
+channels >= 250, "dark" = all < 30; events counted inside the window of each frame):
+
+| lighting | events per frame | saturated pixels | dark pixels | mean grey value |
+| --- | ---: | ---: | ---: | ---: |
+{condition_rows}
+
 Per-class IoU in % (all held-out frames):
 
 | class | frame only | events + frame |
 | --- | ---: | ---: |
 {class_rows}
+
+Largest per-class gains from the events: {class_gains}. Classes the fused model does not
+learn at this budget (IoU below 5 %): {unlearnt}.
 
 Pixel accuracy (all held-out frames): {pixel_accuracy}.
 
@@ -328,6 +367,31 @@ def model_card(report: dict) -> str:
             for v in ("image_only", "fused")
         ]
         class_rows.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    drops = []
+    for variant, label in (("image_only", "frame only"), ("fused", "events + frame")):
+        base = miou(variant, "normal")
+        if base is None:
+            continue
+        parts = [
+            f"{100 * (miou(variant, c) - base):+.1f} {where}"
+            for c, where in (("night", "at night"), ("glare", "under glare"))
+            if miou(variant, c) is not None
+        ]
+        drops.append(f"{label} {', '.join(parts)}")
+    gains, unlearnt = [], []
+    if len(variants) == 2:
+        for name in DSEC_11.classes:
+            a, b = (res[v]["overall"]["iou"][name] for v in ("image_only", "fused"))
+            if a is not None and b is not None:
+                gains.append((b - a, name))
+            if b is not None and b < 0.05:
+                unlearnt.append(name)
+    class_gains = ", ".join(f"{name} {100 * g:+.1f}" for g, name in sorted(gains)[::-1][:3])
+    condition_rows = [
+        f"| {name} | {c['events_per_frame']:.0f} | {100 * c['saturated']:.1f} % | "
+        f"{100 * c['dark']:.1f} % | {c['mean_grey']:.0f} |"
+        for name, c in data.get("test_conditions", {}).items()
+    ]
     file_rows = []
     for variant in variants:
         info = report["export"][variant]
@@ -339,6 +403,10 @@ def model_card(report: dict) -> str:
     return _CARD.format(
         miou_rows="\n".join(miou_rows),
         class_rows="\n".join(class_rows),
+        lighting_drop="; ".join(drops) or "n/a",
+        class_gains=class_gains or "n/a",
+        unlearnt=", ".join(unlearnt) or "none",
+        condition_rows="\n".join(condition_rows),
         file_rows="\n".join(file_rows),
         pixel_accuracy=", ".join(
             f"{v} {_fmt(res[v]['overall']['pixel_accuracy'])} %" for v in variants
@@ -361,6 +429,28 @@ def model_card(report: dict) -> str:
     )
 
 
+def condition_stats(data: SimSamples) -> dict[str, dict[str, float]]:
+    """Per lighting: events per frame and how much of the frame is saturated or dark.
+
+    Recorded with the results because they explain them: where frames saturate or go dark,
+    only the events still carry structure.
+    """
+    stats = {}
+    for name in LIGHTINGS:
+        keep = data.lighting == name
+        if not np.any(keep):
+            continue
+        images = data.images[keep]
+        counts = data.events[keep, :2].astype(np.float32).sum(axis=(1, 2, 3))
+        stats[name] = {
+            "events_per_frame": float(counts.mean()),
+            "saturated": float((images.min(axis=-1) >= 250).mean()),
+            "dark": float((images.max(axis=-1) < 30).mean()),
+            "mean_grey": float(images.mean()),
+        }
+    return stats
+
+
 def _lighting_counts(data: SimSamples) -> dict[str, int]:
     names, counts = np.unique(data.lighting, return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts)}
@@ -380,8 +470,22 @@ def _sim_config(args: argparse.Namespace) -> dict:
     return fields
 
 
+def rewrite_card(out_dir: Path) -> int:
+    """Regenerate the card from the saved report, e.g. after editing the card template."""
+    metrics = out_dir / "demo_metrics.json"
+    if not metrics.is_file():
+        print(f"no {metrics}; train first", file=sys.stderr)
+        return 2
+    report = json.loads(metrics.read_text())
+    (out_dir / "MODEL_CARD.md").write_text(model_card(report))
+    print(f"rewrote {out_dir / 'MODEL_CARD.md'} from {metrics}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.card_only:
+        return rewrite_card(Path(args.out_dir))
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -474,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             "resolution": f"{train.images.shape[2]}x{train.images.shape[1]}",
             "window": dataclasses.asdict(config.window),
             "data_seconds": data_seconds,
+            "test_conditions": condition_stats(test),
         },
         "training": training,
         "results": results,

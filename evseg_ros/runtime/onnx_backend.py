@@ -112,16 +112,16 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3  # warnings about unused providers are noise here
         providers = select_providers(ort.get_available_providers(), device)
         try:
-            self._session = ort.InferenceSession(
+            self._engine = ort.InferenceSession(
                 str(self.model_path), sess_options=options, providers=providers
             )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises unrelated types per fault
             reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err)
             msg = f"cannot load {str(self.model_path)!r} as an ONNX model: {reason}"
             raise RuntimeBackendError(msg) from None
-        self.providers = self._session.get_providers()
+        self.providers = self._engine.get_providers()
         self.device = "cuda" if self.providers[0] == _CUDA else "cpu"
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.metadata: dict[str, str] = dict(self._engine.get_modelmeta().custom_metadata_map)
         self.class_names = tuple(c for c in self.metadata.get(META_CLASSES, "").split(",") if c)
         self.variant = self.metadata.get(META_VARIANT, "unknown")
         self._has_logits = self._validate(expected_label_set)
@@ -146,7 +146,7 @@ class OnnxRuntimeBackend:
 
     def _validate(self, expected_label_set: str | None) -> bool:
         """Check names, types and ranks; record a static input size. Returns: has logits."""
-        inputs = {i.name: i for i in self._session.get_inputs()}
+        inputs = {i.name: i for i in self._engine.get_inputs()}
         if sorted(inputs) != sorted(INPUT_NAMES):
             raise self._fail(f"inputs are {sorted(inputs)}, expected {sorted(INPUT_NAMES)}")
         sizes = set()
@@ -161,7 +161,7 @@ class OnnxRuntimeBackend:
             raise self._fail(f"inputs disagree on their spatial size: {sorted(sizes, key=str)}")
         size = sizes.pop()
         self._static_size = size if None not in size else None
-        outputs = {o.name: o for o in self._session.get_outputs()}
+        outputs = {o.name: o for o in self._engine.get_outputs()}
         mask = outputs.get(MASK_OUTPUT)
         if mask is None:
             raise self._fail(f"no {MASK_OUTPUT!r} output (outputs: {sorted(outputs)})")
@@ -180,7 +180,7 @@ class OnnxRuntimeBackend:
         t0 = time.perf_counter()
         image_t, events_t = to_network_inputs(image, events, self.network_size)
         t1 = time.perf_counter()
-        outputs = self._session.run(self._outputs, {"image": image_t, "events": events_t})
+        outputs = self._engine.run(self._outputs, {"image": image_t, "events": events_t})
         t2 = time.perf_counter()
         mask = resize_mask(outputs[0][0], image.shape[1], image.shape[0])
         logits = outputs[1][0] if len(outputs) > 1 else None

@@ -26,8 +26,8 @@ def _trained_looking_net(variant: str) -> DemoFusionNet:
 
 
 def _run(path, image: np.ndarray, events: np.ndarray) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": image, "events": events})
+    engine = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return engine.run(None, {"image": image, "events": events})
 
 
 @pytest.mark.parametrize("variant", ["fused", "image_only"])
