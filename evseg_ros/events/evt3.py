@@ -185,8 +185,8 @@ def as_byte_array(data: object) -> np.ndarray:
     """View a caller's buffer as a 1-D ``uint8`` array without copying when possible.
 
     Accepts ``bytes``, ``bytearray``, ``array.array('B')``, ``memoryview`` and numpy arrays of
-    unsigned integers: ``uint8`` bytes, or already assembled words (``uint16`` for EVT3, ``uint32`` for EVT2),
-    which are laid out as the little-endian bytes the stream consists of. Anything else is a
+    unsigned integers: ``uint8`` bytes, or already assembled words (``uint16`` for EVT3,
+    ``uint32`` for EVT2), which are laid out as the little-endian bytes the stream consists of. Anything else is a
     programming error, not a stream error.
 
     Raises:

@@ -8,6 +8,7 @@ discard (late frames, overflow) instead of dropping silently.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,28 +39,29 @@ class WindowConfig:
 
 
 class EventBuffer:
-    """Time-ordered store of decoded events with bounded memory."""
+    """Time-ordered store of decoded events with bounded memory.
+
+    Chunks are kept as they arrive (one per packet) and only the chunks a window overlaps are
+    concatenated, so adding a packet costs nothing proportional to what is already buffered.
+    """
 
     def __init__(self, *, max_span_us: int = 2_000_000) -> None:
         self.max_span_us = max_span_us
-        self._chunks: list[np.ndarray] = []
-        self._merged = empty_events()
+        self._chunks: deque[np.ndarray] = deque()
+        self._size = 0
         self.dropped_overflow = 0
         self.dropped_out_of_order = 0
 
     @property
     def latest_time_us(self) -> int | None:
         """Time of the newest buffered event (None when empty)."""
-        if self._chunks:
-            return int(self._chunks[-1]["t"][-1])
-        if len(self._merged):
-            return int(self._merged["t"][-1])
-        return None
+        return int(self._chunks[-1]["t"][-1]) if self._chunks else None
 
     def add(self, events: np.ndarray) -> None:
         """Append a time-sorted chunk; events older than the newest held one are dropped.
 
-        Dropped events are counted in ``dropped_out_of_order``.
+        Dropped events are counted in ``dropped_out_of_order``; events pushed out by
+        ``max_span_us`` in ``dropped_overflow``.
         """
         if len(events) == 0:
             return
@@ -71,34 +73,40 @@ class EventBuffer:
             if len(events) == 0:
                 return
         self._chunks.append(events)
-        newest = int(events["t"][-1])
-        self._trim(newest - self.max_span_us, overflow=True)
+        self._size += len(events)
+        self.dropped_overflow += self._trim(int(events["t"][-1]) - self.max_span_us)
 
-    def _consolidate(self) -> np.ndarray:
+    def _trim(self, t_keep_from_us: int) -> int:
+        """Forget events older than ``t_keep_from_us``; return how many."""
+        removed = 0
+        while self._chunks and self._chunks[0]["t"][-1] < t_keep_from_us:
+            removed += len(self._chunks.popleft())
         if self._chunks:
-            self._merged = np.concatenate([self._merged, *self._chunks])
-            self._chunks.clear()
-        return self._merged
-
-    def _trim(self, t_keep_from_us: int, *, overflow: bool) -> None:
-        merged = self._consolidate()
-        cut = int(np.searchsorted(merged["t"], t_keep_from_us, side="left"))
-        if cut:
-            if overflow:
-                self.dropped_overflow += cut
-            self._merged = merged[cut:]
+            first = self._chunks[0]
+            cut = int(np.searchsorted(first["t"], t_keep_from_us, side="left"))
+            if cut:
+                self._chunks[0] = first[cut:]
+                removed += cut
+        self._size -= removed
+        return removed
 
     def window(self, t_start_us: int, t_end_us: int) -> np.ndarray:
         """Return a copy of the events with ``t_start_us <= t < t_end_us``."""
-        merged = self._consolidate()
-        times = merged["t"]
-        lo = int(np.searchsorted(times, t_start_us, side="left"))
-        hi = int(np.searchsorted(times, t_end_us, side="left"))
-        return merged[lo:hi].copy()
+        parts = []
+        for chunk in self._chunks:
+            times = chunk["t"]
+            if times[-1] < t_start_us:
+                continue
+            if times[0] >= t_end_us:
+                break
+            lo = int(np.searchsorted(times, t_start_us, side="left"))
+            hi = int(np.searchsorted(times, t_end_us, side="left"))
+            parts.append(chunk[lo:hi])
+        return np.concatenate(parts) if parts else empty_events()
 
     def discard_before(self, t_us: int) -> None:
         """Forget events no future window can need (not counted as drops)."""
-        self._trim(t_us, overflow=False)
+        self._trim(t_us)
 
     def __len__(self) -> int:
-        return len(self._merged) + sum(len(c) for c in self._chunks)
+        return self._size

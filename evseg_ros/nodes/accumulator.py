@@ -35,6 +35,17 @@ PARAMS: tuple[Param, ...] = (
     Param("max_wait_ms", 200.0, "longest a frame waits for its events before going out late"),
 )
 
+#: Counters that turn the node's diagnostic status to WARN while non-zero.
+WARN_COUNTERS = (
+    "seq_gaps",
+    "unknown_encoding",
+    "geometry_mismatch",
+    "decode_failures",
+    "frames_late",
+    "frames_without_trigger",
+    "frames_without_events",
+)
+
 #: A listener gets the ready event frame and the camera Image it belongs to.
 FrameListener = Callable[[ReadyFrame, Image], None]
 
@@ -89,11 +100,7 @@ class AccumulatorNode(Node):
 
     def _diagnostics(self):
         values = self.core.diagnostics()
-        problems = [
-            name for name in ("seq_gaps", "unknown_encoding", "geometry_mismatch",
-                              "decode_failures", "frames_late", "frames_without_trigger")
-            if values.get(name)
-        ]
+        problems = [name for name in WARN_COUNTERS if values.get(name)]
         if problems:
             return WARN, "counted: " + ", ".join(problems), values
         return OK, "ok", values

@@ -18,6 +18,7 @@ import numpy as np
 
 from evseg_ros.events.decoders import EventDecoder, create_decoder
 from evseg_ros.events.event_frame import EventFrameBuilder
+from evseg_ros.events.types import empty_events
 from evseg_ros.events.window import EventBuffer, WindowConfig
 from evseg_ros.geometry.calibration import RigCalibration
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
@@ -89,6 +90,7 @@ class EventFrameAccumulator:
             "frames_in": 0,
             "frames_out": 0,
             "frames_late": 0,
+            "frames_without_events": 0,
             "frames_dropped_queue_full": 0,
         }
 
@@ -191,6 +193,8 @@ class EventFrameAccumulator:
         if expected is None or decoded_until is None:
             if not force:
                 return None
+            # no event stream at all yet (missing modality): an empty event frame, counted
+            self.counters["frames_without_events"] += 1
             return self._emit(pending, MatchResult(0, False, 0), late=True, empty=True)
         trigger = self.matcher.find(expected)
         window_end = self.config.window.bounds(trigger if trigger is not None else expected)[1]
@@ -206,10 +210,11 @@ class EventFrameAccumulator:
     ) -> ReadyFrame:
         start = time.perf_counter()
         t0, t1 = self.config.window.bounds(match.t_anchor_us)
-        events = self.buffer.window(t0, t1) if not empty else self.buffer.window(0, 0)
+        events = empty_events() if empty else self.buffer.window(t0, t1)
         frame = self.builder.build(events, t0, t1)
-        # older windows than this one will not be asked for again (frames come in order)
-        self.buffer.discard_before(t0 - self.config.window.duration_us)
+        if not empty:
+            # frames come in order: windows older than this one are not asked for again
+            self.buffer.discard_before(t0 - self.config.window.duration_us)
         self.counters["frames_out"] += 1
         if late:
             self.counters["frames_late"] += 1

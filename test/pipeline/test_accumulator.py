@@ -131,3 +131,12 @@ def test_lost_packets_and_bad_packets_are_counted_not_fatal(sim_calibration):
 def test_invalid_window_config_is_rejected():
     with pytest.raises(ValueError, match="duration_us"):
         AccumulatorConfig(window=WindowConfig(duration_us=-5))
+
+
+def test_frames_without_any_event_stream_go_out_empty_and_counted(sim_calibration):
+    acc = EventFrameAccumulator(sim_calibration, AccumulatorConfig(max_wait_ns=1_000))
+    acc.on_frame("f", EPOCH_NS, arrival_ns=0)
+    assert acc.poll(now_ns=0) == []
+    (ready,) = acc.poll(now_ns=5_000)
+    assert ready.late and ready.num_events == 0 and not ready.event_frame.any()
+    assert acc.counters["frames_without_events"] == 1
