@@ -186,8 +186,8 @@ def as_byte_array(data: object) -> np.ndarray:
 
     Accepts ``bytes``, ``bytearray``, ``array.array('B')``, ``memoryview`` and numpy arrays of
     unsigned integers: ``uint8`` bytes, or already assembled words (``uint16`` for EVT3,
-    ``uint32`` for EVT2), which are laid out as the little-endian bytes the stream consists of. Anything else is a
-    programming error, not a stream error.
+    ``uint32`` for EVT2), which are laid out as the little-endian bytes the stream consists
+    of. Anything else is a programming error, not a stream error.
 
     Raises:
         EventDecodeError: ``data`` is not a supported buffer type.
