@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from evseg_ros.events.evt2 import Evt2Decoder
-from evseg_ros.events.evt3 import Evt3Decoder
-
-
-class Decoded(NamedTuple):
-    events: np.ndarray
-    triggers: np.ndarray
+from evseg_ros.events.evt3 import DecodedEvents, Evt3Decoder
 
 
 class EventDecoder(Protocol):
