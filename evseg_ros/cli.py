@@ -1,4 +1,4 @@
-"""``evseg``: the command-line entry point (run the graph in-process, run the demo).
+"""``evseg``: the command-line tool (run the graph in-process, run the demo, inspect recordings).
 
 ROS imports happen inside the subcommands, so ``evseg --help`` works anywhere.
 """
@@ -6,6 +6,7 @@ ROS imports happen inside the subcommands, so ``evseg --help`` works anywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -51,6 +52,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report.counts.get("masks_received") else 1
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from evseg_ros.events.bag import BagError  # noqa: PLC0415
+    from evseg_ros.events.errors import EventDecodeError  # noqa: PLC0415
+    from evseg_ros.events.recording_info import recording_info  # noqa: PLC0415
+
+    try:
+        info = recording_info(args.path, topic=args.topic)
+    except (BagError, EventDecodeError, OSError, KeyError) as err:
+        print(f"evseg info: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2 if args.pretty else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="output/demo", help="folder for PNGs and summary.json")
     demo.add_argument("--model", help="override segmentation model_path")
     demo.set_defaults(func=_cmd_demo)
+
+    info = sub.add_parser("info", help="summarise an event recording (.raw or rosbag2) as JSON")
+    info.add_argument("path", help="Prophesee .raw file, or rosbag2 folder / .db3 / .mcap")
+    info.add_argument("--topic", help="EventPacket topic (default: the first one)")
+    info.add_argument("--pretty", action="store_true", help="indent the JSON")
+    info.set_defaults(func=_cmd_info)
     return parser
 
 
