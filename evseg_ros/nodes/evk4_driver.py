@@ -19,14 +19,21 @@ from evseg_ros.nodes.qos import EVENTS_QOS
 from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.sources import EventPacketSource, SimEventSource
+from evseg_ros.sources.replay import BagEventSource, RawFileEventSource
 
 PARAMS: tuple[Param, ...] = (
-    Param("source", "sim", "where events come from", ("sim", "hardware")),
+    Param("source", "sim", "where events come from", ("sim", "hardware", "raw", "bag")),
     Param("serial", "", "camera serial number (hardware source; empty = first camera)"),
     Param("frame_id", "event_camera", "TF frame of the event camera"),
     Param("packet_period_us", 10_000, "sensor time covered by one EventPacket [us]"),
     Param("poll_period_ms", 5.0, "how often the source is polled [ms]"),
     Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration (sim source)"),
+    Param("raw_file", "", "Prophesee .raw recording to replay (source 'raw')"),
+    Param("raw_packet_bytes", 65_536, "bytes per EventPacket when replaying a .raw file"),
+    Param("bag_path", "", "rosbag2 with EventPackets to replay (source 'bag')"),
+    Param("bag_topic", "", "EventPacket topic in the bag; empty = the first one"),
+    Param("replay_realtime", True, "replay at recorded speed (false: as fast as consumed)"),
+    Param("replay_loop", False, "start over at the end of the recording"),
     *SIM_PARAMS,
 )
 
@@ -45,10 +52,21 @@ class Evk4DriverNode(SourceDriverNode):
         self.publisher = self.create_publisher(EventPacket, "events", EVENTS_QOS)
 
     def _open_source(self) -> EventPacketSource:
-        if self.params["source"] == "hardware":
+        source = self.params["source"]
+        if source == "hardware":
             from evseg_ros.sources.hardware import MetavisionEventSource
 
             return MetavisionEventSource(serial=self.params["serial"])
+        if source == "raw":
+            return RawFileEventSource(
+                self.params["raw_file"], realtime=self.params["replay_realtime"],
+                loop=self.params["replay_loop"], packet_bytes=self.params["raw_packet_bytes"],
+            )
+        if source == "bag":
+            return BagEventSource(
+                self.params["bag_path"], topic=self.params["bag_topic"] or None,
+                realtime=self.params["replay_realtime"], loop=self.params["replay_loop"],
+            )
         rig, epoch_ns = build_rig(self.params)
         return SimEventSource(
             rig, epoch_ns=epoch_ns, packet_period_us=int(self.params["packet_period_us"]),
@@ -73,8 +91,14 @@ class Evk4DriverNode(SourceDriverNode):
             self.seq += 1
             self.bytes_published += len(packet.data)
 
-    def _status_values(self) -> dict[str, int]:
-        return {"packets_published": self.seq, "bytes_published": self.bytes_published}
+    def _status_values(self) -> dict[str, int | bool]:
+        values: dict[str, int | bool] = {
+            "packets_published": self.seq, "bytes_published": self.bytes_published,
+        }
+        if hasattr(self.source, "loops"):
+            values["replay_loops"] = self.source.loops
+            values["replay_finished"] = self.source.finished
+        return values
 
 
 def main(args: list[str] | None = None) -> int:

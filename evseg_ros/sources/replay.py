@@ -1,0 +1,174 @@
+"""Event sources that replay recordings: Prophesee ``.raw`` files and rosbag2 EventPackets.
+
+Replays are paced in sensor time (``realtime``) or run as fast as the consumer takes them
+(one packet per poll, since the receiving executor also takes one message per cycle), and may
+loop; a loop restarts sensor time, which the accumulator detects and counts as a reset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evseg_ros.events.bag import BagError, read_event_packets
+from evseg_ros.events.decoders import create_decoder
+from evseg_ros.events.errors import EventDecodeError
+from evseg_ros.events.evt3 import read_raw_file
+from evseg_ros.sources.base import RawEventPacket, SourceUnavailableError
+
+
+class _Pacer:
+    """Maps recording time to ROS time at the first packet; decides when a packet is due."""
+
+    def __init__(self, *, realtime: bool) -> None:
+        self.realtime = realtime
+        self._offset_ns: int | None = None
+
+    def restart(self) -> None:
+        self._offset_ns = None
+
+    def stamp(self, recording_ns: int, now_ns: int) -> int | None:
+        """ROS stamp for a packet at ``recording_ns``, or None when it is not due yet."""
+        if self._offset_ns is None:
+            self._offset_ns = now_ns - recording_ns
+        stamp = self._offset_ns + recording_ns
+        if self.realtime and stamp > now_ns:
+            return None
+        return stamp if self.realtime else now_ns
+
+
+class RawFileEventSource:
+    """Replay a ``.raw`` recording as packets of ``packet_bytes`` (an even number of bytes).
+
+    The packet's sensor time comes from a private decoder that runs one packet ahead of what
+    is published; no decoding happens downstream of it here, the bytes go out unchanged.
+    """
+
+    def __init__(
+        self, path: str | Path, *, realtime: bool = True, loop: bool = False,
+        packet_bytes: int = 65_536,
+    ) -> None:
+        try:
+            header, self._payload = read_raw_file(path)
+        except (OSError, EventDecodeError) as err:
+            msg = f"cannot replay {str(path)!r}: {err}"
+            raise SourceUnavailableError(msg) from err
+        self.encoding = str(header.get("format", "")).lower()
+        self.width = int(header.get("width", 1280))
+        self.height = int(header.get("height", 720))
+        try:
+            self._scanner = create_decoder(self.encoding, width=self.width, height=self.height)
+        except KeyError as err:
+            msg = f"cannot replay {str(path)!r}: {err}"
+            raise SourceUnavailableError(msg) from err
+        word = 4 if self.encoding == "evt2" else 2
+        self.packet_bytes = max(word, packet_bytes - packet_bytes % word)
+        self.loop = loop
+        self.loops = 0
+        self._pacer = _Pacer(realtime=realtime)
+        self._position = 0
+        self._pending: tuple[bytes, int] | None = None  # next packet and its first time (us)
+
+    def _next_packet(self) -> tuple[bytes, int] | None:
+        if self._position >= len(self._payload):
+            if not self.loop or len(self._payload) == 0:
+                return None
+            self.loops += 1
+            self._position = 0
+            self._scanner.reset()
+            self._pacer.restart()
+        data = bytes(self._payload[self._position : self._position + self.packet_bytes])
+        self._position += len(data)
+        start_us = self._scanner.current_time_us
+        decoded = self._scanner.decode(data)
+        firsts = [int(a["t"][0]) for a in (decoded.events, decoded.triggers) if len(a)]
+        return data, (min(firsts) if firsts else start_us)
+
+    def read(self, now_ns: int) -> list[RawEventPacket]:
+        packets: list[RawEventPacket] = []
+        while True:
+            if self._pending is None:
+                self._pending = self._next_packet()
+                if self._pending is None:
+                    return packets
+            data, first_us = self._pending
+            stamp = self._pacer.stamp(first_us * 1000, now_ns)
+            if stamp is None:
+                return packets
+            packets.append(RawEventPacket(data, stamp, first_us * 1000))
+            self._pending = None
+            if not self._pacer.realtime:
+                return packets  # one per poll: the consumer takes one per executor cycle
+
+    @property
+    def finished(self) -> bool:
+        return self._pending is None and self._position >= len(self._payload) and not self.loop
+
+    def close(self) -> None:
+        """Nothing to release (the file was read at open)."""
+
+
+class BagEventSource:
+    """Replay the EventPackets of one topic of a rosbag2 recording, restamped to now."""
+
+    def __init__(
+        self, path: str | Path, *, topic: str | None = None, realtime: bool = True,
+        loop: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.topic = topic
+        self.loop = loop
+        self.loops = 0
+        self._pacer = _Pacer(realtime=realtime)
+        self._iterator = read_event_packets(self.path, topic=self.topic)
+        first = self._next()
+        if first is None:
+            msg = f"bag {str(path)!r} holds no EventPackets"
+            raise SourceUnavailableError(msg)
+        self._pending: Any = first
+        msg0 = first[2]
+        self.encoding = str(msg0.encoding)
+        self.width, self.height = int(msg0.width), int(msg0.height)
+
+    def _next(self) -> tuple[str, int, Any] | None:
+        """Next message of the bag (the reader opens lazily, so errors surface here)."""
+        try:
+            return next(self._iterator, None)
+        except BagError as err:
+            raise SourceUnavailableError(str(err)) from err
+
+    def _advance(self) -> tuple[str, int, Any] | None:
+        item = self._next()
+        if item is None and self.loop:
+            self.loops += 1
+            self._pacer.restart()
+            self._iterator = read_event_packets(self.path, topic=self.topic)
+            item = self._next()
+        return item
+
+    def read(self, now_ns: int) -> list[RawEventPacket]:
+        packets: list[RawEventPacket] = []
+        while self._pending is not None:
+            _, _, msg = self._pending
+            recorded_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = self._pacer.stamp(recorded_ns, now_ns)
+            if stamp is None:
+                break
+            data = np.asarray(msg.events, dtype=np.uint8).tobytes()
+            packets.append(RawEventPacket(data, stamp, int(msg.time_base)))
+            self._pending = self._advance()
+            if not self._pacer.realtime:
+                break
+        return packets
+
+    @property
+    def finished(self) -> bool:
+        return self._pending is None
+
+    def close(self) -> None:
+        self._pending = None
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()  # ends the generator, which closes the bag
