@@ -41,18 +41,17 @@ def _packets(events, triggers, duration_us):
         yield seq, first, t1, encode_evt3(ev, tr, state=state)
 
 
+def _send(acc, seq, first, data):
+    """One EventPacket, stamped with the ROS time of its first item (the drivers' policy)."""
+    acc.on_packet(encoding="evt3", data=data, seq=seq, stamp_ns=EPOCH_NS + first * 1000,
+                  width=400, height=225)
+
+
 def _feed(acc, events, triggers, duration_us, *, skip_seq=()):
     for seq, first, _, data in _packets(events, triggers, duration_us):
         if seq in skip_seq:
             continue
-        acc.on_packet(
-            encoding="evt3",
-            data=data,
-            seq=seq,
-            stamp_ns=EPOCH_NS + first * 1000,
-            width=400,
-            height=225,
-        )
+        _send(acc, seq, first, data)
 
 
 def test_every_frame_gets_exactly_its_trigger_window(sim_calibration):
@@ -66,14 +65,7 @@ def test_every_frame_gets_exactly_its_trigger_window(sim_calibration):
     packets = list(_packets(events, triggers, duration))
     # interleave as on a live rig: frame k arrives after the packets up to its exposure end
     for seq, first, t1, data in packets:
-        acc.on_packet(
-            encoding="evt3",
-            data=data,
-            seq=seq,
-            stamp_ns=EPOCH_NS + first * 1000,
-            width=400,
-            height=225,
-        )
+        _send(acc, seq, first, data)
         for k, t_frame in enumerate(frames):
             if t_frame + 10_000 == t1:
                 acc.on_frame(("frame", k), EPOCH_NS + t_frame * 1000, arrival_ns=0)
