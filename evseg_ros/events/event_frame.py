@@ -51,12 +51,12 @@ class EventFrameBuilder:
         #: coordinates are outside the sensor; counted, not silently dropped.
         self.unmapped_events = 0
 
-    def build(self, events: np.ndarray, t_start_us: int, t_end_us: int) -> np.ndarray:
-        """Return the event frame of ``events`` (already cut to ``[t_start_us, t_end_us)``)."""
-        size = self.width * self.height
-        frame = np.zeros((3, size), dtype=np.float32)
-        if len(events) == 0:
-            return frame.reshape(3, self.height, self.width)
+    def map_events(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat frame-pixel index of every mappable event, and the mask of those events.
+
+        Events off the sensor or outside the shared field of view are counted in
+        ``unmapped_events``.
+        """
         x = events["x"].astype(np.int64)
         y = events["y"].astype(np.int64)
         on_sensor = (x < self.event_width) & (y < self.event_height)
@@ -64,7 +64,15 @@ class EventFrameBuilder:
         target[on_sensor] = self._lut[y[on_sensor] * self.event_width + x[on_sensor]]
         keep = target >= 0
         self.unmapped_events += int(len(events) - np.count_nonzero(keep))
-        target = target[keep]
+        return target[keep], keep
+
+    def build(self, events: np.ndarray, t_start_us: int, t_end_us: int) -> np.ndarray:
+        """Return the event frame of ``events`` (already cut to ``[t_start_us, t_end_us)``)."""
+        size = self.width * self.height
+        frame = np.zeros((3, size), dtype=np.float32)
+        if len(events) == 0:
+            return frame.reshape(3, self.height, self.width)
+        target, keep = self.map_events(events)
         polarity = events["p"][keep] != 0
         frame[0] = np.bincount(target[polarity], minlength=size)
         frame[1] = np.bincount(target[~polarity], minlength=size)

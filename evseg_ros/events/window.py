@@ -10,30 +10,48 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
 from evseg_ros.events.types import empty_events
 
 
+class WindowMode(Enum):
+    """How the event window of a frame is cut around its trigger."""
+
+    DURATION = "duration"  # fixed length, ending end_offset_us after the trigger
+    EXPOSURE = "exposure"  # the exposure interval itself: [trigger, trigger + exposure_us)
+    COUNT = "count"  # the last event_count events before trigger + end_offset_us
+
+
 @dataclass(frozen=True)
 class WindowConfig:
-    """Window of frame k: ``[t_trigger + end_offset_us - duration_us, t_trigger + end_offset_us)``.
+    """Where the events of frame k are taken from.
 
+    In ``DURATION`` mode: ``[t_trigger + end_offset_us - duration_us, t_trigger + end_offset_us)``.
     ``end_offset_us`` defaults to the middle of a nominal 10 ms exposure, so the events describe
     the scene the frame integrated; a negative or zero offset gives the lowest-latency window,
-    closed at the trigger itself.
+    closed at the trigger itself. ``COUNT`` mode searches the same interval for its events, so
+    ``duration_us`` also bounds how far back a fixed event count may reach.
     """
 
     duration_us: int = 30_000
     end_offset_us: int = 5_000
+    mode: WindowMode = WindowMode.DURATION
+    exposure_us: int = 10_000
+    event_count: int = 50_000
 
     def __post_init__(self) -> None:
-        if self.duration_us <= 0:
-            msg = f"window duration_us must be positive, got {self.duration_us!r}"
-            raise ValueError(msg)
+        for name in ("duration_us", "exposure_us", "event_count"):
+            if getattr(self, name) <= 0:
+                msg = f"window {name} must be positive, got {getattr(self, name)!r}"
+                raise ValueError(msg)
 
     def bounds(self, t_trigger_us: int) -> tuple[int, int]:
+        """Time interval to take events from (COUNT mode takes the last ones in it)."""
+        if self.mode is WindowMode.EXPOSURE:
+            return int(t_trigger_us), int(t_trigger_us) + self.exposure_us
         end = int(t_trigger_us) + self.end_offset_us
         return end - self.duration_us, end
 
@@ -103,6 +121,11 @@ class EventBuffer:
             hi = int(np.searchsorted(times, t_end_us, side="left"))
             parts.append(chunk[lo:hi])
         return np.concatenate(parts) if parts else empty_events()
+
+    def last(self, t_start_us: int, t_end_us: int, count: int) -> np.ndarray:
+        """The newest ``count`` events of ``[t_start_us, t_end_us)`` (fewer if there are not)."""
+        events = self.window(t_start_us, t_end_us)
+        return events[-count:] if len(events) > count else events
 
     def discard_before(self, t_us: int) -> None:
         """Forget events no future window can need (not counted as drops)."""

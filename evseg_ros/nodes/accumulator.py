@@ -13,7 +13,8 @@ from event_camera_msgs.msg import EventPacket
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from evseg_ros.events.window import WindowConfig
+from evseg_ros.events.representations import Representation
+from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import load_calibration
 from evseg_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from evseg_ros.nodes.image_conversion import stamp_to_ns, to_image_msg
@@ -30,6 +31,17 @@ PARAMS: tuple[Param, ...] = (
         "window_end_offset_us", 5_000,
         "window end relative to the frame's trigger [us] (middle of a nominal exposure)",
     ),
+    Param(
+        "window_mode", "duration", "how each frame's event window is cut",
+        ("duration", "exposure", "count"),
+    ),
+    Param("window_exposure_us", 10_000, "exposure interval after the trigger [us] (mode exposure)"),
+    Param("window_event_count", 50_000, "events per window (mode count)"),
+    Param(
+        "representation", "event_frame", "dense event tensor handed to segmentation",
+        ("event_frame", "voxel_grid", "polarity_histogram"),
+    ),
+    Param("voxel_bins", 3, "temporal bins of the voxel grid"),
     Param("trigger_channel", 0, "external-trigger channel wired to the frame camera"),
     Param("trigger_tolerance_us", 50_000, "max |trigger - mapped frame stamp| to pair them [us]"),
     Param("max_wait_ms", 200.0, "longest a frame waits for its events before going out late"),
@@ -61,7 +73,12 @@ class AccumulatorNode(Node):
             window=WindowConfig(
                 duration_us=int(self.params["window_duration_us"]),
                 end_offset_us=int(self.params["window_end_offset_us"]),
+                mode=WindowMode(self.params["window_mode"]),
+                exposure_us=int(self.params["window_exposure_us"]),
+                event_count=int(self.params["window_event_count"]),
             ),
+            representation=Representation(self.params["representation"]),
+            voxel_bins=int(self.params["voxel_bins"]),
             trigger_channel=int(self.params["trigger_channel"]),
             trigger_tolerance_us=int(self.params["trigger_tolerance_us"]),
             max_wait_ns=int(self.params["max_wait_ms"] * 1e6),
@@ -94,7 +111,8 @@ class AccumulatorNode(Node):
             image_msg: Image = ready.key
             if self.event_frame_publisher.get_subscription_count() > 0:
                 frame = ready.event_frame.transpose(1, 2, 0)
-                self.event_frame_publisher.publish(to_image_msg(frame, "32FC3", image_msg.header))
+                encoding = f"32FC{frame.shape[2]}"
+                self.event_frame_publisher.publish(to_image_msg(frame, encoding, image_msg.header))
             for listener in self.listeners:
                 listener(ready, image_msg)
 

@@ -13,12 +13,12 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-#: encoding -> (numpy dtype, channels)
+#: encoding -> (numpy dtype, channels); event tensors use 32FC<channels>
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
     "bgr8": (np.dtype(np.uint8), 3),
     "mono8": (np.dtype(np.uint8), 1),
-    "32FC3": (np.dtype(np.float32), 3),
+    **{f"32FC{n}": (np.dtype(np.float32), n) for n in range(1, 17)},
 }
 
 

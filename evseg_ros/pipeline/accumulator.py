@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from evseg_ros.events import representations
 from evseg_ros.events.decoders import EventDecoder, create_decoder
 from evseg_ros.events.event_frame import EventFrameBuilder
+from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import empty_events
-from evseg_ros.events.window import EventBuffer, WindowConfig
+from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import RigCalibration
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
 from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
@@ -35,6 +37,8 @@ class AccumulatorConfig:
     max_wait_ns: int = 200_000_000
     max_pending_frames: int = 30
     buffer_span_us: int = 2_000_000
+    representation: Representation = Representation.EVENT_FRAME
+    voxel_bins: int = 3
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class ReadyFrame:
 
     key: Any  # whatever the caller attached to the frame (header, image ...)
     stamp_ns: int
-    event_frame: np.ndarray  # (3, H, W) float32
+    event_frame: np.ndarray  # (C, H, W) float32; C = 3 for the default event frame
     window_us: tuple[int, int]
     match: MatchResult
     num_events: int
@@ -209,12 +213,21 @@ class EventFrameAccumulator:
         self, pending: _Pending, match: MatchResult, *, late: bool, empty: bool
     ) -> ReadyFrame:
         start = time.perf_counter()
-        t0, t1 = self.config.window.bounds(match.t_anchor_us)
-        events = empty_events() if empty else self.buffer.window(t0, t1)
-        frame = self.builder.build(events, t0, t1)
+        window = self.config.window
+        t0, t1 = window.bounds(match.t_anchor_us)
+        if empty:
+            events = empty_events()
+        elif window.mode is WindowMode.COUNT:
+            events = self.buffer.last(t0, t1, window.event_count)
+            t0 = int(events["t"][0]) if len(events) else t1 - 1
+        else:
+            events = self.buffer.window(t0, t1)
+        frame = representations.build(
+            self.config.representation, self.builder, events, t0, t1, bins=self.config.voxel_bins
+        )
         if not empty:
             # frames come in order: windows older than this one are not asked for again
-            self.buffer.discard_before(t0 - self.config.window.duration_us)
+            self.buffer.discard_before(t0 - window.duration_us)
         self.counters["frames_out"] += 1
         if late:
             self.counters["frames_late"] += 1

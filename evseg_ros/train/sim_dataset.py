@@ -167,6 +167,7 @@ def cache_key(calibration: RigCalibration, seed: int, config: SimDatasetConfig) 
             "seed": seed,
         },
         sort_keys=True,
+        default=str,  # enums (window mode) by name
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

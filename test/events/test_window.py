@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evseg_ros.events.types import EVENT_DTYPE
-from evseg_ros.events.window import EventBuffer, WindowConfig
+from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 
 
 def _events(times):
@@ -40,3 +40,17 @@ def test_buffer_counts_out_of_order_and_overflow():
     buffer.add(_events([300]))
     assert buffer.dropped_overflow == 3
     np.testing.assert_array_equal(buffer.window(0, 1000)["t"], [300])
+
+
+def test_exposure_and_count_windows():
+    assert WindowConfig(mode=WindowMode.EXPOSURE, exposure_us=8_000).bounds(50_000) == (
+        50_000,
+        58_000,
+    )
+    buffer = EventBuffer()
+    buffer.add(_events([0, 10, 20]))
+    buffer.add(_events([30, 40]))
+    np.testing.assert_array_equal(buffer.last(0, 40, 2)["t"], [20, 30])
+    np.testing.assert_array_equal(buffer.last(25, 100, 10)["t"], [30, 40])
+    with pytest.raises(ValueError, match="event_count"):
+        WindowConfig(mode=WindowMode.COUNT, event_count=0)

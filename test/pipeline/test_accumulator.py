@@ -7,8 +7,9 @@ import pytest
 
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
+from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
-from evseg_ros.events.window import WindowConfig
+from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.pipeline import AccumulatorConfig, EventFrameAccumulator
 
 EPOCH_NS = 1_700_000_000_000_000_000
@@ -132,3 +133,37 @@ def test_frames_without_any_event_stream_go_out_empty_and_counted(sim_calibratio
     (ready,) = acc.poll(now_ns=5_000)
     assert ready.late and ready.num_events == 0 and not ready.event_frame.any()
     assert acc.counters["frames_without_events"] == 1
+
+
+@pytest.mark.parametrize("mode", list(WindowMode))
+def test_every_window_mode_cuts_what_it_says(sim_calibration, mode):
+    duration = 300_000
+    events, triggers = _stream(duration, seed=2)
+    window = WindowConfig(mode=mode, exposure_us=12_000, event_count=700)
+    acc = EventFrameAccumulator(sim_calibration, AccumulatorConfig(window=window))
+    _feed(acc, events, triggers, duration)
+    acc.on_frame("f", EPOCH_NS + 100_000 * 1000, arrival_ns=0)
+    (ready,) = acc.poll(now_ns=0)
+    t0, t1 = ready.window_us
+    if mode is WindowMode.EXPOSURE:
+        assert (t0, t1) == (100_000, 112_000)
+    elif mode is WindowMode.DURATION:
+        assert (t0, t1) == (75_000, 105_000)
+    else:
+        assert t1 == 105_000 and ready.num_events == 700
+        before = events[events["t"] < t1]
+        assert t0 == before["t"][-700]
+    expected = events[(events["t"] >= t0) & (events["t"] < t1)]
+    if mode is not WindowMode.COUNT:
+        assert ready.num_events == len(expected)
+    assert ready.event_frame[:2].sum() <= ready.num_events
+
+
+def test_voxel_grid_representation_goes_through_the_stage(sim_calibration):
+    events, triggers = _stream(200_000, seed=3)
+    config = AccumulatorConfig(representation=Representation.VOXEL_GRID, voxel_bins=5)
+    acc = EventFrameAccumulator(sim_calibration, config)
+    _feed(acc, events, triggers, 200_000)
+    acc.on_frame("f", EPOCH_NS + 100_000 * 1000, arrival_ns=0)
+    (ready,) = acc.poll(now_ns=0)
+    assert ready.event_frame.shape == (5, 240, 320)
