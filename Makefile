@@ -7,7 +7,7 @@ FRAMES ?= 100
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model
+.PHONY: venv demo test lint train-demo-model bench bench-gpu
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -22,6 +22,14 @@ lint: venv
 	$(PY) -m ruff check --line-length 100 --select E,F,W,I,B,UP,PL,RUF \
 		--ignore PLR0913,PLR0917,PLR2004,PLR0912,PLR0915,PLC0415,B905,RUF005,RUF100 \
 		--per-file-ignores "scripts/*.py:E402" evseg_ros test scripts launch
+
+# event decode / accumulate throughput (CPU; numba vs numpy vs expelliarmus)
+bench: venv
+	$(PY) scripts/bench_events.py
+
+# the torch path; on a CUDA machine it times the GPU
+bench-gpu: venv
+	$(PY) scripts/bench_events_gpu.py
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py
