@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from evseg_ros.events import representations
+from evseg_ros.events import evt3_fast, representations
 from evseg_ros.events.decoders import EventDecoder, create_decoder
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.representations import Representation
@@ -77,6 +77,8 @@ class EventFrameAccumulator:
             channel=self.config.trigger_channel, tolerance_us=self.config.trigger_tolerance_us
         )
         self._decoders: dict[str, EventDecoder] = {}
+        if evt3_fast.available():
+            evt3_fast.warm_up()  # compile/load now, not while the first frame waits
         self._pending: deque[_Pending] = deque()
         self._last_seq: int | None = None
         self._decoded_until_us: int | None = None
