@@ -7,6 +7,7 @@ trigger-edge counts (per channel), the time span, and every decode problem the d
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def bag_info(path: str | Path, *, topic: str | None = None) -> dict[str, Any]:
     mismatched: dict[str, int] = {"encoding": 0, "geometry": 0}
 
     def chunks():
-        for current_topic, bag_time, msg in _chain(first_topic, first_time, first, packets):
+        for current_topic, bag_time, msg in chain([(first_topic, first_time, first)], packets):
             if current_topic != first_topic:
                 continue
             state["packets"] += 1
@@ -126,11 +127,6 @@ def bag_info(path: str | Path, *, topic: str | None = None) -> dict[str, Any]:
     info["decode_errors"]["packets_with_other_encoding"] = mismatched["encoding"]
     info["decode_errors"]["packets_with_other_geometry"] = mismatched["geometry"]
     return info
-
-
-def _chain(topic, time_ns, msg, rest):
-    yield topic, time_ns, msg
-    yield from rest
 
 
 def recording_info(path: str | Path, *, topic: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,16 @@ EVT3_TIME_BITS = 24
 EVT3_TIME_PERIOD_US = 1 << EVT3_TIME_BITS
 
 
+def first_time_us(events: np.ndarray, triggers: np.ndarray, default: int) -> int:
+    """Sensor time of the first item of a packet (event or trigger edge), else ``default``.
+
+    This is the time a packet's header stamp stands for, on both the publishing and the
+    receiving side, so the two must compute it the same way.
+    """
+    firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
+    return min(firsts) if firsts else int(default)
+
+
 def empty_events() -> np.ndarray:
     """Return a zero-length event array with the shared layout."""
     return np.empty(0, dtype=EVENT_DTYPE)

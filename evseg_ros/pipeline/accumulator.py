@@ -20,7 +20,7 @@ from evseg_ros.events import evt3_fast, representations
 from evseg_ros.events.decoders import EventDecoder, create_decoder
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.representations import Representation
-from evseg_ros.events.types import empty_events
+from evseg_ros.events.types import empty_events, first_time_us
 from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import RigCalibration
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
@@ -129,8 +129,7 @@ class EventFrameAccumulator:
             return
         events, triggers = decoded.events, decoded.triggers
         # the packet's stamp is the ROS time of its first item (event or trigger edge)
-        firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
-        first_time = min(firsts) if firsts else int(decoder.current_time_us)
+        first_time = first_time_us(events, triggers, decoder.current_time_us)
         latest = self.buffer.latest_time_us
         if latest is not None and first_time < latest - self.config.buffer_span_us:
             # sensor time restarted (camera reset, bag looped): start over instead of

@@ -16,6 +16,7 @@ from evseg_ros.events.bag import BagError, read_event_packets
 from evseg_ros.events.decoders import create_decoder
 from evseg_ros.events.errors import EventDecodeError
 from evseg_ros.events.evt3 import read_raw_file
+from evseg_ros.events.types import first_time_us
 from evseg_ros.sources.base import RawEventPacket, SourceUnavailableError
 
 
@@ -83,8 +84,7 @@ class RawFileEventSource:
         self._position += len(data)
         start_us = self._scanner.current_time_us
         decoded = self._scanner.decode(data)
-        firsts = [int(a["t"][0]) for a in (decoded.events, decoded.triggers) if len(a)]
-        return data, (min(firsts) if firsts else start_us)
+        return data, first_time_us(decoded.events, decoded.triggers, start_us)
 
     def read(self, now_ns: int) -> list[RawEventPacket]:
         packets: list[RawEventPacket] = []

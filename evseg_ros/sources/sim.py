@@ -15,6 +15,7 @@ wall clock.
 from __future__ import annotations
 
 from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
+from evseg_ros.events.types import first_time_us
 from evseg_ros.sim import CoaxialRigSim
 from evseg_ros.sources.base import CapturedFrame, RawEventPacket
 
@@ -69,8 +70,7 @@ class SimEventSource:
             t_end = t + periods * self.packet_period_us
             events, triggers = self._simulator.advance_to(t_end)
             data = encode_evt3(events, triggers, state=self._encoder_state)
-            firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
-            first = min(firsts) if firsts else t
+            first = first_time_us(events, triggers, t)
             packets.append(RawEventPacket(data, self.epoch_ns + first * 1000, first * 1000))
             t, due = t_end, due - periods
         return packets
