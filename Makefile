@@ -19,9 +19,7 @@ test: venv
 	$(PY) -m pytest -q --import-mode=importlib -p no:cacheprovider test
 
 lint: venv
-	$(PY) -m ruff check --line-length 100 --select E,F,W,I,B,UP,PL,RUF \
-		--ignore PLR0913,PLR0917,PLR2004,PLR0912,PLR0915,PLC0415,B905,RUF005,RUF100 \
-		--per-file-ignores "scripts/*.py:E402" evseg_ros test scripts launch
+	$(PY) -m ruff check evseg_ros test scripts launch  # settings: .ruff.toml
 
 # event decode / accumulate throughput (CPU; numba vs numpy vs expelliarmus)
 bench: venv

@@ -277,6 +277,7 @@ class _TimeTrack(NamedTuple):
     wraps: int
     backwards: int  # complete time stamps lower than the one before
     last_stamp: int  # time at the last TIME_LOW (or the carried one)
+    last_rollover: int  # extra us added by the ``time_low_rollover`` mode so far
 
     def at(self, idx: np.ndarray) -> np.ndarray:
         """Unwrapped time (us) in force at each of the given word indices."""
@@ -293,13 +294,23 @@ class Evt3Decoder:
     Args:
         width: sensor width; events with ``x >= width`` are dropped and counted.
         height: sensor height; events with ``y >= height`` are dropped and counted.
+        time_low_rollover: also add 4096 us whenever a TIME_LOW is lower than the TIME_LOW
+            before it, as the expelliarmus decoder does (and so reproduce its output, e.g.
+            ``evt3_sample.npy``, bit for bit). Off by default because it is not the sensor's
+            clock: Gen4 firmware re-sends a TIME_HIGH/TIME_LOW pair a few microseconds ahead
+            about once per millisecond, and counting each such step back as a rollover makes
+            a recording's times drift ahead by 4.096 ms per occurrence (and double counts the
+            genuine rollover next to every TIME_HIGH step).
 
     Raises:
         EventDecodeError: the geometry is not a positive int.
     """
 
-    def __init__(self, *, width: int = 1280, height: int = 720) -> None:
+    def __init__(
+        self, *, width: int = 1280, height: int = 720, time_low_rollover: bool = False
+    ) -> None:
         self.width, self.height = _check_geometry(width, height)
+        self.time_low_rollover = bool(time_low_rollover)
         self.counters = DecoderCounters()
         self.reset()
 
@@ -313,13 +324,14 @@ class Evt3Decoder:
         self._low = 0
         self._epoch = 0
         self._stamp = 0  # time in force at the last TIME_LOW, to spot stamps going backwards
+        self._rollover = 0  # time_low_rollover mode: 4096 us per TIME_LOW drop so far
         self._tail = b""
         self._pending = np.empty(0, dtype=np.uint16)
 
     @property
     def current_time_us(self) -> int:
         """Unwrapped clock value after the last consumed word."""
-        return self._epoch + (self._high << 12) + self._low
+        return self._epoch + (self._high << 12) + self._low + self._rollover
 
     @property
     def buffered_bytes(self) -> int:
@@ -420,6 +432,7 @@ class Evt3Decoder:
                 wraps=0,
                 backwards=0,
                 last_stamp=self._stamp,
+                last_rollover=self._rollover,
             )
         t_val = pl[t_idx].astype(np.int64)
         is_hi = ty[t_idx] == TIME_HIGH
@@ -440,6 +453,12 @@ class Evt3Decoder:
         hi_ext = _ext(self._epoch + (self._high << 12), high)
         lo_ext = _ext(self._low, low)
         stamp = hi_ext[np.cumsum(is_hi)] + lo_ext[np.cumsum(is_lo)]
+        last_rollover = self._rollover
+        if self.time_low_rollover:
+            drops = np.cumsum(lo_ext[1:] < lo_ext[:-1], dtype=np.int64) * (1 << 12)
+            rollover_ext = _ext(self._rollover, self._rollover + drops)
+            stamp += rollover_ext[np.cumsum(is_lo)]
+            last_rollover = int(rollover_ext[-1])
         backwards = 0
         last_stamp = self._stamp
         if low.size:
@@ -461,6 +480,7 @@ class Evt3Decoder:
             wraps=wraps,
             backwards=backwards,
             last_stamp=last_stamp,
+            last_rollover=last_rollover,
         )
 
     def _decode_words(self, w: np.ndarray) -> DecodedEvents:
@@ -565,6 +585,7 @@ class Evt3Decoder:
         self._high, self._epoch = clock.last_high, clock.last_epoch
         self._low = clock.last_low
         self._stamp = clock.last_stamp
+        self._rollover = clock.last_rollover
 
         n_other = int(np.count_nonzero(ty == OTHERS))
         n_cont12 = int(np.count_nonzero(ty == CONTINUED_12))

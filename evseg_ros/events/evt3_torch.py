@@ -214,6 +214,21 @@ class _Clock(NamedTuple):
     backwards: torch.Tensor  # stamps lower than the stamp before them
 
 
+class DeviceEvents(NamedTuple):
+    """Decoded events kept on the device: what :meth:`TorchEvt3Accumulator.build_frame` reads."""
+
+    times: torch.Tensor  # int64 unwrapped sensor time (us) per event, stream order
+    cells: torch.Tensor  # int64 cell of the [ON plane | OFF plane] buffer per event
+    triggers: np.ndarray  # TRIGGER_DTYPE records, on the host
+    first_time_us: int | None
+    last_time_us: int | None
+
+
+def _empty_device_events(device: torch.device) -> DeviceEvents:
+    empty = torch.empty(0, dtype=torch.int64, device=device)
+    return DeviceEvents(empty, empty, np.empty(0, dtype=TRIGGER_DTYPE), None, None)
+
+
 class TorchEvt3Accumulator:
     """Stateful EVT 3.0 decoder and event-frame accumulator on a torch device.
 
@@ -366,16 +381,7 @@ class TorchEvt3Accumulator:
             events["y"] = row.index_select(0, word).cpu().numpy()
             events["p"] = polarity.index_select(0, word).cpu().numpy()
             events["t"] = clock.index_select(0, word).cpu().numpy()
-        n_triggers = block.histogram[EXT_TRIGGER]
-        triggers = np.empty(n_triggers, dtype=TRIGGER_DTYPE)
-        if n_triggers:
-            at = torch.nonzero_static(block.kinds == EXT_TRIGGER, size=n_triggers).view(-1)
-            payload = block.words.index_select(0, at)
-            clock_at = block.clock_count.index_select(0, at)
-            triggers["t"] = block.clock_table.index_select(0, clock_at).cpu().numpy()
-            triggers["channel"] = ((payload >> 8) & 0xF).cpu().numpy()
-            triggers["value"] = (payload & 1).cpu().numpy()
-        return DecodedEvents(events, triggers)
+        return DecodedEvents(events, self._triggers(block))
 
     def accumulate(
         self,
@@ -448,19 +454,112 @@ class TorchEvt3Accumulator:
         first -= per_word
         word, bit = self._expand(per_word, block.mask, n_events, first)
 
+        cell = self._cell_lut.index_select(0, self._event_pixels(block).index_select(0, word) + bit)
+        self._add_cells(frame, cell, norm_time.index_select(0, word))
+        return frame
+
+    def decode_to_device(self, data: object) -> DeviceEvents:
+        """Decode a block into per-event times and frame cells that stay on the device.
+
+        For a pipeline that decodes each packet as it arrives but builds frames later, over
+        windows that may overlap (a window per camera frame): the events are kept in this
+        compact form (one int64 time and one int64 cell per event, already through the pixel
+        look-up table) and :meth:`build_frame` turns any time range of them into a frame.
+        Trigger edges, which the host needs to cut windows, come back as numpy records.
+
+        Args:
+            data: the next bytes of the stream (see :meth:`decode`).
+
+        Returns:
+            Times, cells and triggers of the block; ``first_time_us`` / ``last_time_us`` are
+            the block's first and last event times on the host (None without events), read
+            in the same sync as the event count.
+        """
+        block = self._decode_words(self._take_words(data))
+        if block is None:
+            return _empty_device_events(self.device)
+        triggers = self._triggers(block)
+        n_events = int(block.n_kept.sum())  # sync: output size
+        if n_events == 0:
+            return _empty_device_events(self.device)._replace(triggers=triggers)
+        word, bit = self._expand(block.n_kept, block.mask, n_events)
+        cell = self._cell_lut.index_select(0, self._event_pixels(block).index_select(0, word) + bit)
+        times = block.clock_table.index_select(0, block.clock_count).index_select(0, word)
+        first_last = torch.stack((times[0], times[-1])).tolist()  # sync: two integers
+        return DeviceEvents(times, cell, triggers, int(first_last[0]), int(first_last[1]))
+
+    def device_events(self, decoded: DecodedEvents) -> DeviceEvents:
+        """Move events decoded on the host (another encoding, e.g. EVT2) into the device form.
+
+        Events off the sensor are not expected here (host decoders drop and count them); any
+        that are left go to the spare cells and are counted as unmapped when accumulated.
+        """
+        events = decoded.events
+        if len(events) == 0:
+            return _empty_device_events(self.device)._replace(triggers=decoded.triggers)
+        x = np.minimum(events["x"].astype(np.int64), self.event_width - 1)
+        y = np.minimum(events["y"].astype(np.int64), self.event_height - 1)
+        pixel = (events["p"] != 0) * self._sensor_pixels + y * self.event_width + x
+        on_sensor = (events["x"] < self.event_width) & (events["y"] < self.event_height)
+        cells = self._cell_lut.index_select(0, torch.from_numpy(pixel).to(self.device))
+        if not on_sensor.all():
+            spare = torch.from_numpy(~on_sensor).to(self.device)
+            cells = torch.where(spare, self._cells, cells)
+        times = torch.from_numpy(events["t"].astype(np.int64)).to(self.device)
+        return DeviceEvents(
+            times, cells, decoded.triggers, int(events["t"][0]), int(events["t"][-1])
+        )
+
+    def build_frame(
+        self, times: torch.Tensor, cells: torch.Tensor, t_start_us: int, t_end_us: int
+    ) -> torch.Tensor:
+        """The (3, H, W) frame of events already cut to ``[t_start_us, t_end_us)``.
+
+        Bit for bit what :meth:`EventFrameBuilder.build
+        <evseg_ros.events.event_frame.EventFrameBuilder.build>` makes of the same events;
+        events without a frame pixel are added to :attr:`unmapped_events`, as it does.
+        """
+        frame = self.new_frame()
+        if times.numel() == 0:
+            return frame
+        span = torch.full(
+            (), float(max(int(t_end_us) - int(t_start_us), 1)), dtype=torch.float32,
+            device=self.device,
+        )
+        norm = ((times - int(t_start_us)).to(torch.float32) / span).clamp_(1e-6, 1.0)
+        self._add_cells(frame, cells, norm)
+        return frame
+
+    # ------------------------------------------------------------------ internals
+
+    def _event_pixels(self, block: _Words) -> torch.Tensor:
+        """Per word: polarity plane offset + row offset + x (of the word's first event)."""
         polarity_offset = torch.where(
             block.kinds == ADDR_X,
             self._addr_x_offset.index_select(0, block.words),
             (block.polarity_table * self._sensor_pixels).index_select(0, block.base_count),
         )
-        pixel = polarity_offset + block.row_offset + block.x
-        cell = self._cell_lut.index_select(0, pixel.index_select(0, word) + bit)
+        return polarity_offset + block.row_offset + block.x
+
+    def _triggers(self, block: _Words) -> np.ndarray:
+        n_triggers = block.histogram[EXT_TRIGGER]
+        triggers = np.empty(n_triggers, dtype=TRIGGER_DTYPE)
+        if n_triggers:
+            at = torch.nonzero_static(block.kinds == EXT_TRIGGER, size=n_triggers).view(-1)
+            payload = block.words.index_select(0, at)
+            clock_at = block.clock_count.index_select(0, at)
+            triggers["t"] = block.clock_table.index_select(0, clock_at).cpu().numpy()
+            triggers["channel"] = ((payload >> 8) & 0xF).cpu().numpy()
+            triggers["value"] = (payload & 1).cpu().numpy()
+        return triggers
+
+    def _add_cells(self, frame: torch.Tensor, cell: torch.Tensor, norm_time: torch.Tensor) -> None:
+        """Add events (cell of the [ON | OFF] buffer, normalised time) into ``frame``."""
         counts = torch.zeros(2 * self._plane, dtype=torch.int32, device=self.device)
         one = torch.ones(1, dtype=torch.int32, device=self.device)
-        counts.index_add_(0, cell, one.expand(n_events))
+        counts.index_add_(0, cell, one.expand(cell.numel()))
         latest = torch.zeros(2 * self._plane, dtype=torch.float32, device=self.device)
-        latest.scatter_reduce_(0, cell, norm_time.index_select(0, word), "amax")
-
+        latest.scatter_reduce_(0, cell, norm_time, "amax")
         planes = counts.view(2, self._plane)
         self._unmapped += planes[:, self._cells :].sum()
         shape = (self.height, self.width)
@@ -468,9 +567,6 @@ class TorchEvt3Accumulator:
         frame[1] += planes[1, : self._cells].view(shape)
         times = latest.view(2, self._plane)[:, : self._cells].amax(dim=0).view(shape)
         torch.maximum(frame[2], times, out=frame[2])
-        return frame
-
-    # ------------------------------------------------------------------ internals
 
     def _source(self, data: object) -> torch.Tensor:
         """One buffer as a 1-D uint8 tensor (a zero-copy view where possible)."""

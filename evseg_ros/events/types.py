@@ -27,7 +27,14 @@ def first_time_us(events: np.ndarray, triggers: np.ndarray, default: int) -> int
     This is the time a packet's header stamp stands for, on both the publishing and the
     receiving side, so the two must compute it the same way.
     """
-    firsts = [int(a["t"][0]) for a in (events, triggers) if len(a)]
+    return packet_time_us(int(events["t"][0]) if len(events) else None, triggers, default)
+
+
+def packet_time_us(first_event_us: int | None, triggers: np.ndarray, default: int) -> int:
+    """:func:`first_time_us` for a caller that has only the first event's time (device path)."""
+    firsts = [int(triggers["t"][0])] if len(triggers) else []
+    if first_event_us is not None:
+        firsts.append(int(first_event_us))
     return min(firsts) if firsts else int(default)
 
 

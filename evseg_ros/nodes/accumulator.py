@@ -22,7 +22,12 @@ from evseg_ros.nodes.params import Param, declare_parameters
 from evseg_ros.nodes.qos import EVENTS_QOS, FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
-from evseg_ros.pipeline.accumulator import AccumulatorConfig, EventFrameAccumulator, ReadyFrame
+from evseg_ros.pipeline.accumulator import (
+    AccumulatorConfig,
+    EventFrameAccumulator,
+    ReadyFrame,
+    host_array,
+)
 
 PARAMS: tuple[Param, ...] = (
     Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration file"),
@@ -45,6 +50,12 @@ PARAMS: tuple[Param, ...] = (
     Param("trigger_channel", 0, "external-trigger channel wired to the frame camera"),
     Param("trigger_tolerance_us", 50_000, "max |trigger - mapped frame stamp| to pair them [us]"),
     Param("max_wait_ms", 200.0, "longest a frame waits for its events before going out late"),
+    Param(
+        "device", "auto",
+        "where events are decoded and accumulated: cuda (torch on the GPU), cpu (numba/numpy), "
+        "auto (cuda when torch sees a GPU)",
+        ("auto", "cpu", "cuda"),
+    ),
 )
 
 #: Counters that turn the node's diagnostic status to WARN while non-zero.
@@ -82,8 +93,10 @@ class AccumulatorNode(Node):
             trigger_channel=int(self.params["trigger_channel"]),
             trigger_tolerance_us=int(self.params["trigger_tolerance_us"]),
             max_wait_ns=int(self.params["max_wait_ms"] * 1e6),
+            device=self.params["device"],
         )
         self.core = EventFrameAccumulator(calibration, config)
+        self.get_logger().info(f"event frames built on {self.core.device}")
         self.listeners: list[FrameListener] = []
         self.event_frame_publisher = self.create_publisher(Image, "event_frame", RESULTS_QOS)
         self.create_subscription(EventPacket, "events", self._on_packet, EVENTS_QOS)
@@ -110,7 +123,7 @@ class AccumulatorNode(Node):
         for ready in self.core.poll():
             image_msg: Image = ready.key
             if self.event_frame_publisher.get_subscription_count() > 0:
-                frame = ready.event_frame.transpose(1, 2, 0)
+                frame = host_array(ready.event_frame).transpose(1, 2, 0)
                 encoding = f"32FC{frame.shape[2]}"
                 self.event_frame_publisher.publish(to_image_msg(frame, encoding, image_msg.header))
             for listener in self.listeners:

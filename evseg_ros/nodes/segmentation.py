@@ -26,7 +26,7 @@ from evseg_ros.nodes.params import Param, declare_parameters
 from evseg_ros.nodes.qos import FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
-from evseg_ros.pipeline.accumulator import ReadyFrame
+from evseg_ros.pipeline.accumulator import ReadyFrame, host_array
 from evseg_ros.pipeline.segmenter import Segmenter
 from evseg_ros.pipeline.stamp_pairing import StampPairer
 from evseg_ros.runtime import RuntimeBackendError, create_backend
@@ -86,7 +86,8 @@ class SegmentationNode(Node):
     def on_ready_frame(self, ready: ReadyFrame, image_msg: Image) -> None:
         """In-process hand-over from a co-located accumulator (no serialisation)."""
         self.latency.add("accumulate", ready.accumulate_ms)
-        self._segment(image_msg, ready.event_frame)
+        # the runtime backends take host arrays today: a frame built on the GPU comes over here
+        self._segment(image_msg, host_array(ready.event_frame))
 
     def _on_image(self, msg: Image) -> None:
         pair = self.pairer.add("image", stamp_to_ns(msg.header), msg)

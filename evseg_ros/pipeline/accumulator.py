@@ -4,6 +4,12 @@ Frames usually arrive before all the events of their window have been decoded (t
 is chunked into packets), so each frame waits in a short queue until the decoded sensor time has
 passed its window end, or until ``max_wait_ns`` of host time has passed, in which case it is
 processed with what is there and counted as late. Nothing is dropped without a counter.
+
+Two event paths share this logic, chosen by ``AccumulatorConfig.device``: the host path (numba
+or numpy decoder, numpy buffer and frame builder; the fastest on a CPU) and the device path (EVT3
+decoded by torch on the GPU, events kept there, frames built there and handed on as CUDA
+tensors). ``auto`` takes the device path where CUDA is available. Both give the same frames, bit
+for bit; ``cpu_torch`` runs the device path on the CPU so that this can be checked anywhere.
 """
 
 from __future__ import annotations
@@ -18,15 +24,53 @@ import numpy as np
 
 from evseg_ros.events import evt3_fast, representations
 from evseg_ros.events.decoders import EventDecoder, create_decoder
+from evseg_ros.events.device_buffer import DeviceEventBuffer
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.representations import Representation
-from evseg_ros.events.types import empty_events, first_time_us
+from evseg_ros.events.types import empty_events, packet_time_us
 from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import RigCalibration
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
 from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
 
 logger = logging.getLogger(__name__)
+
+#: Values of ``AccumulatorConfig.device``; the node exposes the first three.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cpu_torch")
+
+
+def use_device_path(device: str, representation: Representation) -> tuple[bool, str]:
+    """Decide between the host and the torch device path; return (device path?, torch device).
+
+    Raises:
+        ValueError: unknown device, or a representation the device path does not build.
+        RuntimeError: ``cuda`` without a usable GPU (from the torch decoder's device check).
+    """
+    if device not in DEVICE_CHOICES:
+        msg = f"device must be one of {DEVICE_CHOICES}, got {device!r}"
+        raise ValueError(msg)
+    if device == "cpu":
+        return False, "cpu"
+    import torch  # the host path must not need torch
+
+    if device == "auto" and not torch.cuda.is_available():
+        return False, "cpu"
+    if representation is not Representation.EVENT_FRAME:
+        if device == "auto":
+            return False, "cpu"
+        msg = (
+            f"device {device!r} builds the 3-channel event frame only; representation "
+            f"{representation.value!r} needs device 'cpu' (or 'auto')"
+        )
+        raise ValueError(msg)
+    return True, "cpu" if device == "cpu_torch" else "cuda"
+
+
+def host_array(frame: Any) -> np.ndarray:
+    """An event frame as a numpy array (copied from the device if it is a torch tensor)."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    return frame.detach().cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -39,6 +83,7 @@ class AccumulatorConfig:
     buffer_span_us: int = 2_000_000
     representation: Representation = Representation.EVENT_FRAME
     voxel_bins: int = 3
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -47,7 +92,7 @@ class ReadyFrame:
 
     key: Any  # whatever the caller attached to the frame (header, image ...)
     stamp_ns: int
-    event_frame: np.ndarray  # (C, H, W) float32; C = 3 for the default event frame
+    event_frame: Any  # (C, H, W) float32 numpy array, or torch tensor on the device path
     window_us: tuple[int, int]
     match: MatchResult
     num_events: int
@@ -71,13 +116,24 @@ class EventFrameAccumulator:
         self.config = config or AccumulatorConfig()
         self.calibration = calibration
         self.builder = EventFrameBuilder(calibration)
-        self.buffer = EventBuffer(max_span_us=self.config.buffer_span_us)
+        on_device, torch_device = use_device_path(
+            self.config.device, self.config.representation
+        )
+        #: Torch decoder + accumulator of the device path (None on the host path).
+        self.device_decoder = None
+        if on_device:
+            from evseg_ros.events.evt3_torch import TorchEvt3Accumulator
+
+            self.device_decoder = TorchEvt3Accumulator(calibration, device=torch_device)
+        #: Where event frames are built: "cpu" (host path) or the torch device.
+        self.device = str(self.device_decoder.device) if on_device else "cpu"
+        self.buffer = self._new_buffer()
         self.clock = ClockOffsetEstimator()
         self.matcher = TriggerMatcher(
             channel=self.config.trigger_channel, tolerance_us=self.config.trigger_tolerance_us
         )
         self._decoders: dict[str, EventDecoder] = {}
-        if evt3_fast.available():
+        if evt3_fast.available() and self.device_decoder is None:
             evt3_fast.warm_up()  # compile/load now, not while the first frame waits
         self._pending: deque[_Pending] = deque()
         self._last_seq: int | None = None
@@ -121,32 +177,53 @@ class EventFrameAccumulator:
             self.counters["odd_length_packets"] += 1
             data = memoryview(data).cast("B")[: len(data) - 1]
         try:
-            decoded = decoder.decode(data)
+            if decoder is self.device_decoder:
+                decoded = decoder.decode_to_device(data)
+                triggers, n_events = decoded.triggers, int(decoded.times.numel())
+                first_event = decoded.first_time_us
+            else:
+                host = decoder.decode(data)
+                triggers, n_events = host.triggers, len(host.events)
+                first_event = int(host.events["t"][0]) if n_events else None
+                if self.device_decoder is not None:  # another encoding on the device path
+                    decoded = self.device_decoder.device_events(host)
         except Exception:  # a decoder bug must not stop the node: count, reset, go on
             logger.exception("decoder for %r failed on packet seq %d", encoding, seq)
             self.counters["decode_failures"] += 1
             decoder.reset()
             return
-        events, triggers = decoded.events, decoded.triggers
+        current = int(decoder.current_time_us)
         # the packet's stamp is the ROS time of its first item (event or trigger edge)
-        first_time = first_time_us(events, triggers, decoder.current_time_us)
+        first_time = packet_time_us(first_event, triggers, current)
         latest = self.buffer.latest_time_us
         if latest is not None and first_time < latest - self.config.buffer_span_us:
             # sensor time restarted (camera reset, bag looped): start over instead of
             # discarding everything that follows as out of order
             self.counters["sensor_time_resets"] += 1
-            self.buffer = EventBuffer(max_span_us=self.config.buffer_span_us)
+            self.buffer = self._new_buffer()
             self.matcher = TriggerMatcher(
                 channel=self.config.trigger_channel, tolerance_us=self.config.trigger_tolerance_us
             )
         self.clock.add(stamp_ns // 1000, first_time)
-        self.buffer.add(events)
+        if self.device_decoder is None:
+            self.buffer.add(host.events)
+        else:
+            self.buffer.add(
+                decoded.times, decoded.cells, decoded.first_time_us, decoded.last_time_us
+            )
         self.matcher.add_triggers(triggers)
-        self.counters["events_decoded"] += len(events)
+        self.counters["events_decoded"] += n_events
         self.counters["triggers_decoded"] += len(triggers)
-        self._decoded_until_us = int(decoder.current_time_us)
+        self._decoded_until_us = current
+
+    def _new_buffer(self) -> EventBuffer | DeviceEventBuffer:
+        if self.device_decoder is None:
+            return EventBuffer(max_span_us=self.config.buffer_span_us)
+        return DeviceEventBuffer(max_span_us=self.config.buffer_span_us)
 
     def _decoder(self, encoding: str) -> EventDecoder | None:
+        if encoding == "evt3" and self.device_decoder is not None:
+            return self.device_decoder
         decoder = self._decoders.get(encoding)
         if decoder is None:
             try:
@@ -216,16 +293,21 @@ class EventFrameAccumulator:
         start = time.perf_counter()
         window = self.config.window
         t0, t1 = window.bounds(match.t_anchor_us)
-        if empty:
-            events = empty_events()
-        elif window.mode is WindowMode.COUNT:
-            events = self.buffer.last(t0, t1, window.event_count)
-            t0 = int(events["t"][0]) if len(events) else t1 - 1
+        if self.device_decoder is not None:
+            frame, t0, num_events = self._build_on_device(t0, t1, empty=empty)
         else:
-            events = self.buffer.window(t0, t1)
-        frame = representations.build(
-            self.config.representation, self.builder, events, t0, t1, bins=self.config.voxel_bins
-        )
+            if empty:
+                events = empty_events()
+            elif window.mode is WindowMode.COUNT:
+                events = self.buffer.last(t0, t1, window.event_count)
+                t0 = int(events["t"][0]) if len(events) else t1 - 1
+            else:
+                events = self.buffer.window(t0, t1)
+            frame = representations.build(
+                self.config.representation, self.builder, events, t0, t1,
+                bins=self.config.voxel_bins,
+            )
+            num_events = len(events)
         if not empty:
             # frames come in order: windows older than this one are not asked for again
             self.buffer.discard_before(t0 - window.duration_us)
@@ -234,8 +316,21 @@ class EventFrameAccumulator:
             self.counters["frames_late"] += 1
         elapsed = (time.perf_counter() - start) * 1e3
         return ReadyFrame(
-            pending.key, pending.stamp_ns, frame, (t0, t1), match, len(events), late, elapsed
+            pending.key, pending.stamp_ns, frame, (t0, t1), match, num_events, late, elapsed
         )
+
+    def _build_on_device(self, t0: int, t1: int, *, empty: bool) -> tuple[Any, int, int]:
+        """Device path of :meth:`_emit`: (frame tensor, window start, events in it)."""
+        decoder = self.device_decoder
+        if empty:
+            return decoder.new_frame(), t0, 0
+        window = self.config.window
+        if window.mode is WindowMode.COUNT:
+            times, cells = self.buffer.last(t0, t1, window.event_count)
+            t0 = int(times[0]) if times.numel() else t1 - 1
+        else:
+            times, cells = self.buffer.window(t0, t1)
+        return decoder.build_frame(times, cells, t0, t1), t0, int(times.numel())
 
     def diagnostics(self) -> dict[str, int | float | str]:
         """Counters and sync state for /diagnostics."""
@@ -243,14 +338,22 @@ class EventFrameAccumulator:
         values["events_buffered"] = len(self.buffer)
         values["events_dropped_overflow"] = self.buffer.dropped_overflow
         values["events_dropped_out_of_order"] = self.buffer.dropped_out_of_order
-        values["events_unmapped"] = self.builder.unmapped_events
+        values["events_unmapped"] = (
+            self.builder.unmapped_events
+            if self.device_decoder is None
+            else self.device_decoder.unmapped_events
+        )
+        values["device"] = self.device
         values["triggers_matched"] = self.matcher.matched
         values["frames_without_trigger"] = self.matcher.unmatched_frames
         values["clock_jumps"] = self.clock.clock_jumps
         offset = self.clock.offset_us
         values["clock_offset_us"] = "unknown" if offset is None else offset
         values["frames_pending"] = len(self._pending)
-        for encoding, decoder in self._decoders.items():
+        decoders = dict(self._decoders)
+        if self.device_decoder is not None:
+            decoders["evt3"] = self.device_decoder
+        for encoding, decoder in decoders.items():
             counters = getattr(decoder, "counters", None)
             if counters is None:
                 continue

@@ -207,6 +207,26 @@ def test_sample_file_matches_expelliarmus_reference():
 
 
 @needs_expelliarmus
+@pytest.mark.parametrize("chunk", [None, 4097, 3])
+def test_time_low_rollover_mode_reproduces_reference_exactly(chunk):
+    _, payload = read_raw_file(EXPELLIARMUS / "evt3_sample.raw")
+    ref = np.load(EXPELLIARMUS / "evt3_sample.npy")
+    decoder = Evt3Decoder(width=1280, height=720, time_low_rollover=True)
+    data = bytes(payload)
+    step = chunk or len(data)
+    parts = [decoder.decode(data[i : i + step]).events for i in range(0, len(data), step)]
+    events = np.concatenate(parts)
+    assert len(events) == len(ref) == 219_596
+    for field in ("t", "x", "y", "p"):
+        np.testing.assert_array_equal(events[field], ref[field], err_msg=field)
+    assert decoder.current_time_us >= int(ref["t"][-1])
+    # the mode changes time only: the physical decoder's clock ends 11 rollovers earlier
+    physical = Evt3Decoder(width=1280, height=720)
+    physical.decode(data)
+    assert decoder.current_time_us - physical.current_time_us == 11 * 4096
+
+
+@needs_expelliarmus
 @pytest.mark.parametrize("chunk", [4097, 1, 3])
 def test_sample_file_chunked_decoding_is_identical(chunk):
     _, payload = read_raw_file(EXPELLIARMUS / "evt3_sample.raw")
