@@ -28,7 +28,7 @@ from evseg_ros.geometry.calibration import RigCalibration
 _LOG = logging.getLogger(__name__)
 
 #: Bump when the sample format or generation procedure changes, to invalidate caches.
-DATASET_FORMAT = 1
+DATASET_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class SimSamples:
     lighting: np.ndarray  # (N,) str
     seeds: np.ndarray  # (N,) int64
     times_us: np.ndarray  # (N,) int64 trigger times
+    #: (N, H, W) int32 object ids (0 = stuff) for HFCA's instance masks; None in sample sets
+    #: made without them (the training datasets then derive instances from the labels)
+    instances: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,16 +81,21 @@ class SimSamples:
     def concatenate(parts: list[SimSamples]) -> SimSamples:
         """Stack several sample sets (e.g. one per seed)."""
         names = [f.name for f in dataclasses.fields(SimSamples)]
-        return SimSamples(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+        stacked = {}
+        for name in names:
+            arrays = [getattr(p, name) for p in parts]
+            stacked[name] = None if any(a is None for a in arrays) else np.concatenate(arrays)
+        return SimSamples(**stacked)
 
     def save(self, path: Path) -> None:
         arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(path, **{k: v for k, v in arrays.items() if v is not None})
 
     @staticmethod
     def load(path: Path) -> SimSamples:
         with np.load(path, allow_pickle=False) as data:
-            return SimSamples(**{f.name: data[f.name] for f in dataclasses.fields(SimSamples)})
+            fields = dataclasses.fields(SimSamples)
+            return SimSamples(**{f.name: data[f.name] for f in fields if f.name in data})
 
 
 def lighting_name(lighting: object) -> str:
@@ -133,7 +141,7 @@ def generate_sequence(
         msg = f"seed {seed}: simulator gave {len(triggers)} triggers, need {config.frames_per_seed}"
         raise RuntimeError(msg)
     builder = EventFrameBuilder(calibration)
-    images, events, labels, lighting = [], [], [], []
+    images, events, labels, instances, lighting = [], [], [], [], []
     for t_us in triggers:
         frame = rig.render_frame(int(t_us))
         start, end = config.window.bounds(int(t_us))
@@ -144,6 +152,7 @@ def generate_sequence(
         images.append(np.asarray(frame.image, dtype=np.uint8))
         events.append(builder.build(chunk, start, end).astype(np.float16))
         labels.append(np.asarray(frame.labels, dtype=np.uint8))
+        instances.append(np.asarray(frame.instances, dtype=np.int32))
         lighting.append(lighting_name(frame.lighting))
     n = len(triggers)
     return SimSamples(
@@ -153,6 +162,7 @@ def generate_sequence(
         lighting=np.asarray(lighting, dtype=np.str_),
         seeds=np.full(n, seed, dtype=np.int64),
         times_us=triggers.astype(np.int64),
+        instances=np.stack(instances),
     )
 
 
