@@ -1,17 +1,34 @@
 """EVK4 event camera driver: publishes raw EVT3 bytes in ``event_camera_msgs/EventPacket``.
 
 Packets are not decoded here (like metavision_driver), so bags stay interoperable and the driver
-costs almost nothing per event. Stamp policy: ``header.stamp`` is the ROS time of the packet's
-first event (host receive time on hardware; exact on the simulated rig), ``time_base`` the
-sensor time of that event in ns, ``seq`` counts packets so receivers can detect losses.
+costs almost nothing per event. ``seq`` counts packets from 0 so receivers can detect losses.
+
+Stamp policy:
+
+* ``header.stamp``: the ROS time of the packet's first event. On hardware that is the host time
+  of the poll that received the packet's first byte (late by up to ``poll_period_ms`` plus the
+  USB transfer; the accumulator's offset estimate absorbs the jitter). On the simulated rig it
+  is exact; on replays it is the recorded time mapped onto now.
+* ``time_base``: the sensor time of that event in ns on the simulated rig and replays; 0 on
+  hardware, where EVT3 carries its own sensor time and finding the first one would mean decoding
+  every packet in the driver.
+
+Hardware packets are cut at ``packet_bytes`` or when their first byte is ``packet_time_us`` old,
+whichever comes first (metavision_driver's message size and time thresholds).
+
+Hardware parameters a ROS 2 parameter file cannot leave empty use sentinels: a bias of
+``-1000`` keeps the camera's own value, ``roi: [0, 0, 0, 0]`` is the full sensor,
+``trigger_in_channels: [-1]`` enables none, ``mipi_frame_period_us: 0`` keeps the default.
 """
 
 from __future__ import annotations
 
 import array
+from typing import Any
 
 from event_camera_msgs.msg import EventPacket
 
+from evseg_ros.nodes.diagnostics import ERROR, OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.image_conversion import ns_to_stamp
 from evseg_ros.nodes.params import Param
@@ -20,6 +37,11 @@ from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.sources import EventPacketSource, SimEventSource
 from evseg_ros.sources.replay import BagEventSource, RawFileEventSource
+
+#: bias parameter value that leaves the camera's own setting (IMX636 bias offsets are small
+#: signed numbers, so no valid offset is this far out)
+BIAS_KEEP_DEFAULT = -1000
+IMX636_BIAS_PARAMS = ("bias_diff_on", "bias_diff_off", "bias_fo", "bias_hpf", "bias_refr")
 
 PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where events come from", ("sim", "hardware", "raw", "bag")),
@@ -34,6 +56,19 @@ PARAMS: tuple[Param, ...] = (
     Param("bag_topic", "", "EventPacket topic in the bag; empty = the first one"),
     Param("replay_realtime", True, "replay at recorded speed (false: as fast as consumed)"),
     Param("replay_loop", False, "start over at the end of the recording"),
+    *(
+        Param(name, BIAS_KEEP_DEFAULT, f"EVK4 {name} offset ({BIAS_KEEP_DEFAULT} = camera default)")
+        for name in IMX636_BIAS_PARAMS
+    ),
+    Param("roi", [0, 0, 0, 0], "hardware ROI [x, y, width, height] in px; [0, 0, 0, 0] = full"),
+    Param("erc_enabled", False, "hardware event rate controller on (false: every event is sent)"),
+    Param("erc_rate_ev_s", 20_000_000, "event rate controller limit [events/s] when enabled"),
+    Param(
+        "trigger_in_channels", [0], "trigger inputs to enable: 0 main, 1 aux, 2 loopback, -1 none"
+    ),
+    Param("mipi_frame_period_us", 0, "sensor MIPI frame period [us] (hardware; 0 = keep default)"),
+    Param("packet_bytes", 65_536, "hardware: close a packet at this many bytes (even)"),
+    Param("packet_time_us", 1_000, "hardware: close a packet this long after its first byte [us]"),
     *SIM_PARAMS,
 )
 
@@ -54,24 +89,63 @@ class Evk4DriverNode(SourceDriverNode):
     def _open_source(self) -> EventPacketSource:
         source = self.params["source"]
         if source == "hardware":
-            from evseg_ros.sources.hardware import MetavisionEventSource
-
-            return MetavisionEventSource(serial=self.params["serial"])
+            return self._open_hardware()
         if source == "raw":
             return RawFileEventSource(
-                self.params["raw_file"], realtime=self.params["replay_realtime"],
-                loop=self.params["replay_loop"], packet_bytes=self.params["raw_packet_bytes"],
+                self.params["raw_file"],
+                realtime=self.params["replay_realtime"],
+                loop=self.params["replay_loop"],
+                packet_bytes=self.params["raw_packet_bytes"],
             )
         if source == "bag":
             return BagEventSource(
-                self.params["bag_path"], topic=self.params["bag_topic"] or None,
-                realtime=self.params["replay_realtime"], loop=self.params["replay_loop"],
+                self.params["bag_path"],
+                topic=self.params["bag_topic"] or None,
+                realtime=self.params["replay_realtime"],
+                loop=self.params["replay_loop"],
             )
         rig, epoch_ns = build_rig(self.params)
         return SimEventSource(
-            rig, epoch_ns=epoch_ns, packet_period_us=int(self.params["packet_period_us"]),
+            rig,
+            epoch_ns=epoch_ns,
+            packet_period_us=int(self.params["packet_period_us"]),
             time_scale=float(self.params["sim_time_scale"]),
         )
+
+    def _open_hardware(self) -> EventPacketSource:
+        """Validate the hardware parameters, then open the camera (the SDK is imported here).
+
+        Raises:
+            ValueError: a hardware parameter is invalid (names it and shows the value).
+            SourceUnavailableError: the SDK or the camera is missing.
+        """
+        from evseg_ros.sources.metavision import MetavisionEventSource, config_from_lists
+
+        params = self.params
+        config = config_from_lists(
+            serial=params["serial"],
+            biases={
+                name: value
+                for name in IMX636_BIAS_PARAMS
+                if (value := params[name]) != BIAS_KEEP_DEFAULT
+            },
+            roi=params["roi"],
+            trigger_in_channels=params["trigger_in_channels"],
+            erc_enabled=params["erc_enabled"],
+            erc_rate_ev_s=params["erc_rate_ev_s"],
+            mipi_frame_period_us=params["mipi_frame_period_us"] or None,
+            packet_bytes=params["packet_bytes"],
+            packet_time_us=params["packet_time_us"],
+        )
+        source = MetavisionEventSource(config)
+        self.get_logger().info(
+            f"EVK4 open: {source.width}x{source.height} {source.encoding}, applied {source.applied}"
+        )
+        if source.settings_not_applied:
+            self.get_logger().warning(
+                f"EVK4 settings not applied: {', '.join(source.settings_not_applied)}"
+            )
+        return source
 
     def _poll(self, now_ns: int) -> None:
         for packet in self.source.read(now_ns):
@@ -91,14 +165,32 @@ class Evk4DriverNode(SourceDriverNode):
             self.seq += 1
             self.bytes_published += len(packet.data)
 
-    def _status_values(self) -> dict[str, int | bool]:
-        values: dict[str, int | bool] = {
-            "packets_published": self.seq, "bytes_published": self.bytes_published,
+    def _status_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "packets_published": self.seq,
+            "bytes_published": self.bytes_published,
         }
         if hasattr(self.source, "loops"):
             values["replay_loops"] = self.source.loops
             values["replay_finished"] = self.source.finished
+        if hasattr(self.source, "status_values"):
+            values.update(self.source.status_values())
         return values
+
+    def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:
+        """ERROR when the source could not open or gave up; WARN while it reopens or a setting
+        was refused."""
+        level, message, values = super()._diagnostics()
+        if level != OK:
+            return level, message, values
+        if getattr(self.source, "fatal_error", ""):
+            return ERROR, f"camera stream stopped: {self.source.fatal_error}", values
+        if getattr(self.source, "connected", True) is False:
+            return WARN, f"camera stream lost, reopening: {self.source.last_error}", values
+        not_applied = getattr(self.source, "settings_not_applied", ())
+        if not_applied:
+            return WARN, f"streaming; settings not applied: {', '.join(not_applied)}", values
+        return level, message, values
 
 
 def main(args: list[str] | None = None) -> int:

@@ -23,41 +23,6 @@ def _require(module: str, install_hint: str) -> ModuleType:
         raise SourceUnavailableError(msg) from err
 
 
-class MetavisionEventSource:
-    """Raw EVT3 buffers from a Prophesee camera (EVK4) through ``metavision_hal``.
-
-    The bytes are published undecoded, exactly as the camera sent them (what metavision_driver
-    does), so bags recorded from this node are readable by every event_camera_msgs tool.
-    """
-
-    encoding = "evt3"
-
-    def __init__(self, *, serial: str = "") -> None:
-        hal = _require(
-            "metavision_hal",
-            "install the Prophesee Metavision SDK (or OpenEB) with its Python bindings to use "
-            "source 'hardware'",
-        )
-        self._device = hal.DeviceDiscovery.open(serial)
-        if self._device is None:
-            msg = f"no Prophesee camera found for serial {serial!r}"
-            raise SourceUnavailableError(msg)
-        geometry = self._device.get_i_geometry()
-        self.width, self.height = int(geometry.get_width()), int(geometry.get_height())
-        self._stream = self._device.get_i_events_stream()
-        self._stream.start()
-
-    def read(self, now_ns: int) -> list[RawEventPacket]:
-        if self._stream.wait_next_buffer() <= 0:
-            return []
-        data = bytes(np.asarray(self._stream.get_latest_raw_data(), dtype=np.uint8))
-        # evt3 carries its own sensor time; the stamp is the host receive time
-        return [RawEventPacket(data, int(now_ns), 0)]
-
-    def close(self) -> None:
-        self._stream.stop()
-
-
 class SpinnakerFrameSource:
     """Frames from a FLIR camera through PySpin (Spinnaker SDK), newest frame only."""
 
