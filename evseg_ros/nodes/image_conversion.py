@@ -18,6 +18,11 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
     "bgr8": (np.dtype(np.uint8), 3),
     "mono8": (np.dtype(np.uint8), 1),
+    # raw colour mosaics as the frame camera sends them (demosaiced by the segmentation node)
+    **{
+        f"bayer_{layout}8": (np.dtype(np.uint8), 1)
+        for layout in ("rggb", "gbrg", "grbg", "bggr")
+    },
     **{f"32FC{n}": (np.dtype(np.float32), n) for n in range(1, 17)},
 }
 

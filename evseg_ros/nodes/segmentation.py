@@ -27,6 +27,7 @@ from evseg_ros.nodes.qos import FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
 from evseg_ros.pipeline.accumulator import ReadyFrame, host_array
+from evseg_ros.pipeline.debayer import SUPPORTED_ENCODINGS, Debayer
 from evseg_ros.pipeline.segmenter import Segmenter
 from evseg_ros.pipeline.stamp_pairing import StampPairer
 from evseg_ros.runtime import RuntimeBackendError, create_backend
@@ -77,6 +78,7 @@ class SegmentationNode(Node):
         self.mask_publisher = self.create_publisher(Image, "segmentation/mask", RESULTS_QOS)
         self.overlay_publisher = self.create_publisher(Image, "segmentation/overlay", RESULTS_QOS)
         self.pairer = StampPairer(("image", "events"))
+        self.debayer = Debayer(device="auto")
         if self.params["event_frame_input"] == "topic":
             self.create_subscription(Image, "frame/image_raw", self._on_image, FRAMES_QOS)
             self.create_subscription(Image, "event_frame", self._on_event_frame, RESULTS_QOS)
@@ -115,7 +117,10 @@ class SegmentationNode(Node):
             return
         start = time.perf_counter()
         try:
-            image = from_image_msg(image_msg, expected=("rgb8",))
+            image = from_image_msg(image_msg, expected=SUPPORTED_ENCODINGS)
+            # frames arrive as the camera sent them (Bayer mosaics on hardware); demosaic on
+            # the GPU where there is one. The runtime backends read host arrays.
+            image = host_array(self.debayer(image, image_msg.encoding))
             want_overlay = self.overlay_publisher.get_subscription_count() > 0
             output = self.segmenter.process(image, event_frame, want_overlay=want_overlay)
         except (ImageConversionError, ValueError) as err:

@@ -29,10 +29,11 @@ class RawEventPacket:
 @dataclass(frozen=True)
 class CapturedFrame:
     stamp_ns: int
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray  # (H, W, 3) rgb8/bgr8, or (H, W) mono8 / bayer_* as the camera sent it
     frame_id: int  # camera frame counter (chunk FrameID on hardware)
     exposure_us: int
     ground_truth: np.ndarray | None = None  # (H, W) uint8 class ids (simulator only)
+    encoding: str = "rgb8"  # ROS image encoding of ``image``
 
 
 class EventPacketSource(Protocol):
