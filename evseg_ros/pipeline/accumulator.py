@@ -30,8 +30,14 @@ from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import empty_events, packet_time_us
 from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import RigCalibration
-from evseg_ros.sync.clock_offset import ClockOffsetEstimator
-from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
+from evseg_ros.sync import (
+    ClockOffsetEstimator,
+    FrameSyncResult,
+    FrameTiming,
+    FrameTriggerSync,
+    MatchResult,
+    SyncConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +111,9 @@ class _Pending:
     key: Any
     stamp_ns: int
     arrival_ns: int
+    timing: FrameTiming
+    #: the sync's decision, once made (it commits the sync's state, so it is made only once)
+    sync_result: FrameSyncResult | None = None
 
 
 class EventFrameAccumulator:
@@ -129,8 +138,12 @@ class EventFrameAccumulator:
         self.device = str(self.device_decoder.device) if on_device else "cpu"
         self.buffer = self._new_buffer()
         self.clock = ClockOffsetEstimator()
-        self.matcher = TriggerMatcher(
-            channel=self.config.trigger_channel, tolerance_us=self.config.trigger_tolerance_us
+        self.sync = FrameTriggerSync(
+            SyncConfig(
+                channel=self.config.trigger_channel,
+                acquire_tolerance_us=self.config.trigger_tolerance_us,
+            ),
+            clock=self.clock,
         )
         self._decoders: dict[str, EventDecoder] = {}
         if evt3_fast.available() and self.device_decoder is None:
@@ -201,9 +214,7 @@ class EventFrameAccumulator:
             # discarding everything that follows as out of order
             self.counters["sensor_time_resets"] += 1
             self.buffer = self._new_buffer()
-            self.matcher = TriggerMatcher(
-                channel=self.config.trigger_channel, tolerance_us=self.config.trigger_tolerance_us
-            )
+            self.sync.reset_epoch()
         self.clock.add(stamp_ns // 1000, first_time)
         if self.device_decoder is None:
             self.buffer.add(host.events)
@@ -211,7 +222,7 @@ class EventFrameAccumulator:
             self.buffer.add(
                 decoded.times, decoded.cells, decoded.first_time_us, decoded.last_time_us
             )
-        self.matcher.add_triggers(triggers)
+        self.sync.add_trigger_records(triggers)
         self.counters["events_decoded"] += n_events
         self.counters["triggers_decoded"] += len(triggers)
         self._decoded_until_us = current
@@ -246,14 +257,25 @@ class EventFrameAccumulator:
         self._last_seq = seq
 
     # -- frames --------------------------------------------------------------------------------
-    def on_frame(self, key: Any, stamp_ns: int, *, arrival_ns: int | None = None) -> None:
-        """Queue a frame; its event frame comes out of :meth:`poll` once its events are in."""
+    def on_frame(
+        self, key: Any, stamp_ns: int, *, frame_id: int | None = None,
+        chunk_time_ns: int | None = None, exposure_us: int | None = None,
+        arrival_ns: int | None = None,
+    ) -> None:
+        """Queue a frame; its event frame comes out of :meth:`poll` once its events are in.
+
+        ``frame_id`` / ``chunk_time_ns`` (the camera's frame counter and clock, where the
+        driver has them) let the trigger sync count dropped frames exactly.
+        """
         self.counters["frames_in"] += 1
         if len(self._pending) >= self.config.max_pending_frames:
             self._pending.popleft()
             self.counters["frames_dropped_queue_full"] += 1
         arrival = time.monotonic_ns() if arrival_ns is None else arrival_ns
-        self._pending.append(_Pending(key, int(stamp_ns), arrival))
+        timing = FrameTiming(
+            int(stamp_ns), frame_id=frame_id, chunk_time_ns=chunk_time_ns, exposure_us=exposure_us
+        )
+        self._pending.append(_Pending(key, int(stamp_ns), arrival, timing))
 
     def poll(self, *, now_ns: int | None = None) -> list[ReadyFrame]:
         """Return the frames whose windows are complete (or have waited too long), in order."""
@@ -270,22 +292,25 @@ class EventFrameAccumulator:
         return ready
 
     def _try_build(self, pending: _Pending, *, force: bool) -> ReadyFrame | None:
-        expected = self.clock.to_sensor(pending.stamp_ns // 1000)
         decoded_until = self._decoded_until_us
-        if expected is None or decoded_until is None:
-            if not force:
-                return None
-            # no event stream at all yet (missing modality): an empty event frame, counted
-            self.counters["frames_without_events"] += 1
-            return self._emit(pending, MatchResult(0, False, 0), late=True, empty=True)
-        trigger = self.matcher.find(expected)
-        window_end = self.config.window.bounds(trigger if trigger is not None else expected)[1]
-        complete = decoded_until >= window_end and (
-            trigger is not None or decoded_until >= expected + self.config.trigger_tolerance_us
-        )
+        if pending.sync_result is None:
+            # the sync decides once the decoded stream has passed the frame's trigger slot
+            result = None if decoded_until is None else self.sync.resolve(
+                pending.timing, decoded_until_us=decoded_until, force=force
+            )
+            if result is None:
+                if not force:
+                    return None
+                # no event stream at all yet (missing modality): an empty event frame, counted
+                self.counters["frames_without_events"] += 1
+                return self._emit(pending, MatchResult(0, False, 0), late=True, empty=True)
+            pending.sync_result = result
+        match = pending.sync_result
+        window_end = self.config.window.bounds(match.t_anchor_us)[1]
+        complete = decoded_until is not None and decoded_until >= window_end
         if not complete and not force:
             return None
-        return self._emit(pending, self.matcher.match(expected), late=not complete, empty=False)
+        return self._emit(pending, match.as_match_result(), late=not complete, empty=False)
 
     def _emit(
         self, pending: _Pending, match: MatchResult, *, late: bool, empty: bool
@@ -344,8 +369,11 @@ class EventFrameAccumulator:
             else self.device_decoder.unmapped_events
         )
         values["device"] = self.device
-        values["triggers_matched"] = self.matcher.matched
-        values["frames_without_trigger"] = self.matcher.unmatched_frames
+        sync = self.sync.statistics()
+        values["triggers_matched"] = sync["matched"]
+        values["frames_without_trigger"] = sync["unmatched"]
+        for key, value in sync.items():
+            values[f"sync_{key}"] = "unknown" if value is None else value
         values["clock_jumps"] = self.clock.clock_jumps
         offset = self.clock.offset_us
         values["clock_offset_us"] = "unknown" if offset is None else offset

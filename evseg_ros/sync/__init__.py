@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
+from evseg_ros.sync.frame_trigger_sync import (
+    STATISTICS_KEYS,
+    AnchorSource,
+    FrameSyncResult,
+    FrameTiming,
+    FrameTriggerSync,
+    SyncConfig,
+)
 from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
 
-__all__ = ["ClockOffsetEstimator", "MatchResult", "TriggerMatcher"]
+__all__ = [
+    "STATISTICS_KEYS",
+    "AnchorSource",
+    "ClockOffsetEstimator",
+    "FrameSyncResult",
+    "FrameTiming",
+    "FrameTriggerSync",
+    "MatchResult",
+    "SyncConfig",
+    "TriggerMatcher",
+]
