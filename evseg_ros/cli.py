@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from evseg_ros.paths import DEFAULT_CONFIG
 
@@ -66,6 +67,104 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        msg = f"expected WIDTHxHEIGHT, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if width <= 0 or height <= 0:
+        msg = f"sizes must be positive, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return width, height
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    # cv2 and the simulator load only for this subcommand
+    from evseg_ros.geometry.calibrate import (  # noqa: PLC0415
+        CalibrationEstimateError,
+        Checkerboard,
+        calibrate_rig,
+        format_result,
+        load_paired_views,
+        mapping_error,
+        write_calibration,
+    )
+    from evseg_ros.geometry.calibration import (  # noqa: PLC0415
+        CalibrationError,
+        aspect_crop,
+        load_calibration,
+    )
+    from evseg_ros.paths import resolve_package_path  # noqa: PLC0415
+
+    if Path(args.output).exists() and not args.force:  # fail before the work, not after
+        print(
+            f"evseg calibrate: {args.output!r} exists; pass --force to replace it", file=sys.stderr
+        )
+        return 2
+    try:
+        board = Checkerboard.parse(args.board, square_size_m=args.square_mm / 1000.0)
+        cameras = {}
+        truth = None
+        if args.intrinsics:
+            known = load_calibration(args.intrinsics)
+            cameras = {"event_camera": known.event_camera, "frame_camera": known.frame_camera}
+        if args.sim:
+            from evseg_ros.sim.calibration_target import simulated_views  # noqa: PLC0415
+
+            if args.poses < 1:
+                print(f"evseg calibrate: --poses must be >= 1, got {args.poses}", file=sys.stderr)
+                return 2
+            truth = load_calibration(resolve_package_path(args.truth))
+            views = simulated_views(truth, board, count=args.poses)
+            if not (args.intrinsics or args.estimate_intrinsics):
+                cameras = {"event_camera": truth.event_camera, "frame_camera": truth.frame_camera}
+        else:
+            if not args.events:
+                print("evseg calibrate: --frames needs --events", file=sys.stderr)
+                return 2
+            views = load_paired_views(args.frames, args.events, event_size=args.event_size)
+        frame_h, frame_w = views[0].frame_image.shape[:2]
+        output_size, crop = args.output_size, None
+        if truth is not None and output_size is None:
+            output_size, crop = (truth.output_width, truth.output_height), truth.output_crop
+        elif output_size is not None and not args.stretch:
+            crop = aspect_crop((0, 0, frame_w, frame_h), *output_size)
+        result = calibrate_rig(
+            views,
+            board,
+            estimate_intrinsics=args.estimate_intrinsics,
+            output_size=output_size,
+            output_crop=crop,
+            **cameras,
+        )
+        report = format_result(result)
+        if truth is not None:
+            mean, worst = mapping_error(result.calibration, truth)
+            report += (
+                f"\nmapping error vs the simulated rig (event pixels -> frame): "
+                f"mean {mean:.3f} px, max {worst:.3f} px"
+            )
+        write_calibration(
+            result.calibration,
+            args.output,
+            force=args.force,
+            comment="Written by `evseg calibrate`.\n" + report,
+        )
+    except (
+        CalibrationError,
+        CalibrationEstimateError,
+        FileExistsError,
+        OSError,
+        ValueError,
+    ) as err:
+        print(f"evseg calibrate: {err}", file=sys.stderr)
+        return 2
+    print(report)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +189,56 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--topic", help="EventPacket topic (default: the first one)")
     info.add_argument("--pretty", action="store_true", help="indent the JSON")
     info.set_defaults(func=_cmd_info)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="estimate the event->frame calibration from paired checkerboard views",
+        description=(
+            "Estimate the rig calibration (event->frame homography, optional intrinsics) from "
+            "paired views of a checkerboard and write it as a calibration YAML. Either --sim "
+            "(render a blinking board through the simulated rig of --truth) or --frames DIR "
+            "with --events DIR: files are paired by name stem; frames are images, events are "
+            "images (.png, an event frame of the blinking board) or .npy (an image array, or "
+            "structured events with fields x, y, p, which need --event-size)."
+        ),
+    )
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sim", action="store_true", help="use the simulated rig")
+    source.add_argument("--frames", help="folder of frame images (one per board pose)")
+    calibrate.add_argument("--events", help="folder of event images / .npy, same stems")
+    calibrate.add_argument(
+        "--truth",
+        default="config/calibration/sim_rig.yaml",
+        help="--sim: calibration the simulated rig renders through",
+    )
+    calibrate.add_argument("--poses", type=int, default=6, help="--sim: board poses")
+    calibrate.add_argument(
+        "--board", default="9x6", help="inner corners COLUMNSxROWS (one odd, one even count)"
+    )
+    calibrate.add_argument("--square-mm", type=float, default=30.0, help="square size in mm")
+    calibrate.add_argument("--event-size", type=_size, help="WxH of raw-event .npy files")
+    calibrate.add_argument(
+        "--intrinsics",
+        help="take both cameras' intrinsics from this "
+        "calibration file (else --estimate-intrinsics or placeholders)",
+    )
+    calibrate.add_argument(
+        "--estimate-intrinsics",
+        action="store_true",
+        help="cv2.calibrateCamera per camera (needs >= 3 poses)",
+    )
+    calibrate.add_argument(
+        "--output-size", type=_size, help="network grid WxH, e.g. 1034x617 (default: frame size)"
+    )
+    calibrate.add_argument(
+        "--stretch",
+        action="store_true",
+        help="scale the whole frame onto "
+        "--output-size instead of the largest centred crop of its aspect",
+    )
+    calibrate.add_argument("--output", required=True, help="calibration YAML to write")
+    calibrate.add_argument("--force", action="store_true", help="replace an existing --output")
+    calibrate.set_defaults(func=_cmd_calibrate)
     return parser
 
 

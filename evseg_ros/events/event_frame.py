@@ -1,13 +1,12 @@
 """Event frames: the dense tensor the segmentation network reads next to each camera frame.
 
-Events arrive in event-camera pixels; the network wants them on the frame camera's pixel grid.
+Events arrive in event-camera pixels; the network wants them on the network's output grid.
 A lookup table from every event pixel to its frame pixel (built once from the calibration with
 OpenCV) makes the mapping one gather per event, done in the same pass as the accumulation.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from evseg_ros.geometry.calibration import RigCalibration
@@ -17,20 +16,26 @@ EVENT_FRAME_CHANNELS = ("positive_count", "negative_count", "normalized_time")
 
 
 def build_pixel_lut(calibration: RigCalibration) -> np.ndarray:
-    """Map each event pixel to the flat index of the frame pixel it images, or -1 if outside.
+    """Map each event pixel to the flat index of the OUTPUT-grid pixel it images, or -1.
+
+    The output grid is the network's (``calibration.output_width x output_height``); each event
+    pixel is undistorted, mapped by the event-to-frame homography and scaled/cropped onto that
+    grid (:meth:`RigCalibration.event_to_output_pixels`), then rounded to the nearest pixel.
+    Built once, so the per-event cost is a single gather.
 
     Returns:
-        (event_height * event_width,) int64 array indexed by ``y * event_width + x``.
+        (event_height * event_width,) int64 array indexed by ``y * event_width + x``, holding
+        ``v * output_width + u`` or -1 where the event pixel images no output pixel.
     """
     event = calibration.event_camera
-    frame = calibration.frame_camera
-    ys, xs = np.mgrid[0 : event.height, 0 : event.width].astype(np.float32)
-    points = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
-    mapped = cv2.perspectiveTransform(points, calibration.event_to_frame).reshape(-1, 2)
-    fx = np.rint(mapped[:, 0]).astype(np.int64)
-    fy = np.rint(mapped[:, 1]).astype(np.int64)
-    inside = (fx >= 0) & (fx < frame.width) & (fy >= 0) & (fy < frame.height)
-    return np.where(inside, fy * frame.width + fx, -1)
+    width, height = calibration.output_width, calibration.output_height
+    ys, xs = np.mgrid[0 : event.height, 0 : event.width]
+    u, v = calibration.event_to_output_pixels(xs.ravel(), ys.ravel())
+    valid = np.isfinite(u) & np.isfinite(v)
+    ou = np.rint(np.clip(np.where(valid, u, -1.0), -1, width)).astype(np.int64)
+    ov = np.rint(np.clip(np.where(valid, v, -1.0), -1, height)).astype(np.int64)
+    inside = valid & (ou >= 0) & (ou < width) & (ov >= 0) & (ov < height)
+    return np.where(inside, ov * width + ou, -1)
 
 
 class EventFrameBuilder:
@@ -44,8 +49,8 @@ class EventFrameBuilder:
     def __init__(self, calibration: RigCalibration) -> None:
         self.event_width = calibration.event_camera.width
         self.event_height = calibration.event_camera.height
-        self.width = calibration.frame_camera.width
-        self.height = calibration.frame_camera.height
+        self.width = calibration.output_width
+        self.height = calibration.output_height
         self._lut = build_pixel_lut(calibration)
         #: Events whose pixel has no frame pixel (outside the shared field of view) or whose
         #: coordinates are outside the sensor; counted, not silently dropped.

@@ -966,8 +966,8 @@ class FastFrameAccumulator:
 
         self.event_width = calibration.event_camera.width
         self.event_height = calibration.event_camera.height
-        self.width = calibration.frame_camera.width
-        self.height = calibration.frame_camera.height
+        self.width = calibration.output_width
+        self.height = calibration.output_height
         lut = build_pixel_lut(calibration)
         same_grid = (self.event_width, self.event_height) == (self.width, self.height)
         #: int32 pixel table, or None when it is the identity.

@@ -257,8 +257,8 @@ class TorchEvt3Accumulator:
         self.device = resolve_device(device)
         self.event_width = int(calibration.event_camera.width)
         self.event_height = int(calibration.event_camera.height)
-        self.width = int(calibration.frame_camera.width)
-        self.height = int(calibration.frame_camera.height)
+        self.width = int(calibration.output_width)
+        self.height = int(calibration.output_height)
         if self.event_width > 1 << 11 or self.event_height > 1 << 11:
             raise ValueError(
                 f"EVT3 addresses at most 2048x2048 pixels, the calibration's event camera is "

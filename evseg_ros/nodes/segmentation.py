@@ -14,6 +14,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from evseg_ros.eval.metrics import LatencyStats
+from evseg_ros.geometry.calibration import load_calibration
+from evseg_ros.geometry.frame_remap import FrameRemapper
 from evseg_ros.labels import get_label_set
 from evseg_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from evseg_ros.nodes.image_conversion import (
@@ -33,6 +35,10 @@ from evseg_ros.pipeline.stamp_pairing import StampPairer
 from evseg_ros.runtime import RuntimeBackendError, create_backend
 
 PARAMS: tuple[Param, ...] = (
+    Param(
+        "calibration_file", "config/calibration/sim_rig.yaml",
+        "rig calibration: frames are remapped onto its output grid, where the event frames are",
+    ),
     Param("model_path", "models/demo_fusion.onnx", "ONNX model (image + events -> mask)"),
     Param("backend", "auto", "inference backend", ("auto", "onnxruntime", "pytorch")),
     Param("network_width", 0, "network input width [px]; 0 = the frame's width"),
@@ -79,6 +85,9 @@ class SegmentationNode(Node):
         self.overlay_publisher = self.create_publisher(Image, "segmentation/overlay", RESULTS_QOS)
         self.pairer = StampPairer(("image", "events"))
         self.debayer = Debayer(device="auto")
+        self.remapper = FrameRemapper(
+            load_calibration(resolve_package_path(self.params["calibration_file"])), device="cpu"
+        )
         if self.params["event_frame_input"] == "topic":
             self.create_subscription(Image, "frame/image_raw", self._on_image, FRAMES_QOS)
             self.create_subscription(Image, "event_frame", self._on_event_frame, RESULTS_QOS)
@@ -120,7 +129,7 @@ class SegmentationNode(Node):
             image = from_image_msg(image_msg, expected=SUPPORTED_ENCODINGS)
             # frames arrive as the camera sent them (Bayer mosaics on hardware); demosaic on
             # the GPU where there is one. The runtime backends read host arrays.
-            image = host_array(self.debayer(image, image_msg.encoding))
+            image = self.remapper.remap(host_array(self.debayer(image, image_msg.encoding)))
             want_overlay = self.overlay_publisher.get_subscription_count() > 0
             output = self.segmenter.process(image, event_frame, want_overlay=want_overlay)
         except (ImageConversionError, ValueError) as err:

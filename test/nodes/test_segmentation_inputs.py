@@ -41,8 +41,8 @@ def _mosaic(rgb: np.ndarray) -> np.ndarray:
 def test_bayer_frame_is_segmented_like_its_demosaiced_rgb(node):
     segmentation, masks = node
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    events = rng.random((3, 48, 64), dtype=np.float32)
+    rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    events = rng.random((3, 240, 320), dtype=np.float32)
     header = Header(frame_id="frame_camera")
     mosaic = _mosaic(rgb)
     segmentation._segment(to_image_msg(mosaic, "bayer_rggb8", header), events)
@@ -50,7 +50,7 @@ def test_bayer_frame_is_segmented_like_its_demosaiced_rgb(node):
     segmentation._segment(to_image_msg(demosaiced, "rgb8", header), events)
     assert segmentation.counters["bad_input"] == 0
     assert len(masks) == 2 and masks[0].encoding == "mono8"
-    assert (masks[0].width, masks[0].height) == (64, 48)
+    assert (masks[0].width, masks[0].height) == (320, 240)
     assert bytes(masks[0].data) == bytes(masks[1].data)
 
 
@@ -58,4 +58,11 @@ def test_unsupported_encoding_is_counted_not_raised(node):
     segmentation, masks = node
     frame = np.zeros((48, 64), dtype=np.float32)
     segmentation._segment(to_image_msg(frame, "32FC1", Header()), np.zeros((3, 48, 64), np.float32))
+    assert segmentation.counters["bad_input"] == 1 and not masks
+
+
+def test_frame_of_another_size_than_the_calibration_is_counted(node):
+    segmentation, masks = node
+    frame = np.zeros((48, 64, 3), dtype=np.uint8)
+    segmentation._segment(to_image_msg(frame, "rgb8", Header()), np.zeros((3, 48, 64), np.float32))
     assert segmentation.counters["bad_input"] == 1 and not masks
