@@ -27,6 +27,7 @@ from evseg_ros.runtime import ModelNotFoundError, RuntimeBackendError, create_ba
 @dataclass
 class DemoReport:
     counts: dict[str, Any] = field(default_factory=dict)
+    sync: dict[str, Any] = field(default_factory=dict)
     latency_ms: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     miou: dict[str, dict[str, float]] = field(default_factory=dict)
     panels: list[str] = field(default_factory=list)
@@ -35,6 +36,7 @@ class DemoReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "counts": self.counts,
+            "sync": self.sync,
             "latency_ms": {
                 k: {"count": c, "median": m, "p99": p} for k, (c, m, p) in self.latency_ms.items()
             },
@@ -111,6 +113,7 @@ def run_demo(
         report.counts["frames_dropped"] = (
             report.counts["frames_published"] - report.counts["masks_received"]
         )
+        report.sync = {key: accumulator[f"sync_{key}"] for key in SYNC_REPORT_KEYS}
         latency = segmentation.latency  # the run is over: add the observer's view to it
         for sample in observer.samples.values():
             if sample.frame_to_mask_ms is not None:
@@ -162,10 +165,21 @@ def _write_panels(samples, lighting, output_dir: Path, label_set, count: int) ->
     return paths
 
 
+#: Frame/trigger sync figures of the accumulator that the demo reports.
+SYNC_REPORT_KEYS = (
+    "frames", "matched", "dropped_frames", "missing_triggers", "spurious_triggers",
+    "duplicate_triggers", "mean_abs_offset_us", "jitter_us", "period_us", "locked",
+)
+
+
 def format_report(report: DemoReport) -> str:
     lines = ["", "== evseg_ros demo: simulated coaxial rig ==", "", "frames and events:"]
     for key, value in report.counts.items():
         lines.append(f"  {key:<28} {value}")
+    lines += ["", "frame/trigger sync:"]
+    for key, value in report.sync.items():
+        shown = f"{value:.1f}" if isinstance(value, float) else value
+        lines.append(f"  {key:<28} {shown}")
     lines += ["", "latency per stage [ms]        count   median      p99"]
     for stage, (count, median, p99) in report.latency_ms.items():
         lines.append(f"  {stage:<28} {count:5d} {median:8.2f} {p99:8.2f}")

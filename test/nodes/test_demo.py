@@ -29,7 +29,13 @@ def test_demo_reports_figures_and_writes_panels(tmp_path, tiny_onnx_model):
     for path in report.panels:
         panel = cv2.imread(path)
         assert panel.shape == (240 + 22, 4 * 320, 3)
+    sync = report.sync
+    # the simulated camera stamps each frame at its trigger: every frame that reached the
+    # accumulator in time is paired with its own trigger
+    assert sync["frames"] >= 4 and sync["matched"] >= 1 and sync["duplicate_triggers"] == 0
+    assert sync["period_us"] == 100_000  # the rig's 10 Hz trigger
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["counts"] == counts
+    assert summary["counts"] == counts and summary["sync"] == sync
     text = format_report(report)
     assert "mIoU vs simulator labels" in text and "frame_to_mask" in text
+    assert "frame/trigger sync" in text and "mean_abs_offset_us" in text
