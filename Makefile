@@ -7,7 +7,7 @@ FRAMES ?= 100
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model bench bench-gpu
+.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -28,6 +28,10 @@ bench: venv
 # the torch path; on a CUDA machine it times the GPU
 bench-gpu: venv
 	$(PY) scripts/bench_events_gpu.py
+
+# event transport driver -> accumulator: in-process, Fast DDS shared memory / UDP, decode-only
+bench-transport: venv
+	$(PY) scripts/bench_transport.py
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py
