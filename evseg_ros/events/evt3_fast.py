@@ -176,6 +176,7 @@ _POPCOUNT = np.array([v.bit_count() for v in range(1 << 12)], np.int8)
 _LOWEST_BIT = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(1 << 12)], np.int8)
 _NO_LIMIT = int(np.iinfo(np.int64).max)
 _RING = 32  # words between a frame update's prefetch and the update (a power of two)
+_LUT_AHEAD = 16  # words between a table entry's prefetch and its use
 _LOW_CLIP = np.float32(1e-6)  # EventFrameBuilder clips normalised times to [1e-6, 1]
 
 
@@ -312,6 +313,7 @@ def _loop(
     n_ev0 = n_ev
     n_tr0 = n_tr
     fast_x = 0  # X words taken by the fast path (all events on the sensor and the table)
+    y_ahead = y  # row in force _LUT_AHEAD words ahead, as far as the look-ahead has seen
     fast_kept = 0  # ... of which accumulated (table entries can still be -1)
     slow_words = slow_events = 0
     # Slow-path figures (locals: a counter in memory would chain every update to the last).
@@ -349,6 +351,13 @@ def _loop(
                     target = min(y * lut_width + value, size - 1)
                     kept = is_x
                 else:
+                    # The table does not fit the caches either: prefetch the entry of the
+                    # word _LUT_AHEAD ahead, with the row of the last Y word seen that far
+                    # ahead (a wrong guess, e.g. after a slow-path word, costs nothing).
+                    ahead = np.int64(words[np.uint64(min(i + _LUT_AHEAD, n - 1))])
+                    ahead_value = ahead & 0x7FF
+                    y_ahead = ahead_value if (ahead >> 12) == _ADDR_Y else y_ahead
+                    _prefetch(lut, np.uint64(min(y_ahead * lut_width + ahead_value, lut_size - 1)))
                     at = min(y * lut_width + value, lut_size - 1)
                     target = np.int64(lut[np.uint64(at)])
                     kept = is_x & (target >= 0) & (target < size)
