@@ -1,4 +1,4 @@
-"""``evseg``: the command-line tool (run the graph in-process, run the demo, inspect recordings).
+"""``evseg``: the command-line tool (run the graph, the demo; inspect, calibrate, train, export).
 
 ROS imports happen inside the subcommands, so ``evseg --help`` works anywhere.
 """
@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--topic", help="EventPacket topic (default: the first one)")
     info.add_argument("--pretty", action="store_true", help="indent the JSON")
     info.set_defaults(func=_cmd_info)
+
+    from evseg_ros.train.cli import add_export_parser, add_train_parser  # no torch import
+
+    add_train_parser(sub)
+    add_export_parser(sub)
 
     calibrate = sub.add_parser(
         "calibrate",

@@ -349,6 +349,9 @@ class CACDNet(nn.Module):
         if self.fusion is not None:
             self.fusion.apply(init_weights)  # the modality embedding keeps its own init
         self.decoder.apply(init_weights)
+        # near-zero class scores at the start (SegFormer's decode-head rule): with the He
+        # rule the initial cross-entropy was ~4x ln(num_classes), which slows early training
+        nn.init.normal_(self.decoder.classifier.weight, 0.0, 0.01)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain values, for checkpoints and model metadata."""

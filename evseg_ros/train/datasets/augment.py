@@ -7,11 +7,15 @@ applied to all four arrays of a sample.
 Resampling on scale:
 
 - image: bilinear (``cv2.INTER_LINEAR``), half-pixel centres.
-- events, label, instances: nearest neighbour with the same half-pixel-centre convention
-  (source pixel ``floor((dst + 0.5) * src_size / dst_size)``). Nearest keeps event counts
-  integer counts and timestamps real timestamps (interpolating would invent fractional counts
-  and blend times of unrelated events); per-pixel statistics are unchanged, which is what the
-  network's ``log1p`` input scaling expects. Labels and ids must never be interpolated.
+- label, instances: nearest neighbour with the same half-pixel-centre convention
+  (source pixel ``floor((dst + 0.5) * src_size / dst_size)``); labels and ids must never be
+  interpolated.
+- events, enlarged (factor >= 1): nearest, like the labels. It keeps counts integer counts and
+  times real times, and per-pixel statistics unchanged, which is what the network's ``log1p``
+  input scaling expects.
+- events, shrunk (factor < 1): area average (``cv2.INTER_AREA``). Nearest would drop most
+  events here (at factor 0.4, 84 % of the pixels, and with them the sparse edges the events are
+  there for); the average keeps every event's contribution and the mean per-pixel count.
 
 Because bilinear and nearest share the pixel-centre convention, a frame pixel and the event /
 label pixel at the same output position come from source positions less than one source pixel
@@ -65,7 +69,7 @@ def _nearest_indices(source: int, target: int) -> np.ndarray:
 
 
 def scale(arrays: SampleArrays, factor: float) -> SampleArrays:
-    """Resize all arrays by ``factor`` (image bilinear, the rest nearest; see module doc)."""
+    """Resize all arrays by ``factor`` (see the module doc for each array's resampling)."""
     height, width = arrays.shape
     new_height = max(1, round(height * factor))
     new_width = max(1, round(width * factor))
@@ -80,10 +84,22 @@ def scale(arrays: SampleArrays, factor: float) -> SampleArrays:
     ).transpose(2, 0, 1)
     return SampleArrays(
         image=np.ascontiguousarray(image),
-        events=arrays.events[:, rows][:, :, cols],
+        events=_resize_events(arrays.events, new_height, new_width, rows, cols),
         label=arrays.label[rows][:, cols],
         instances=arrays.instances[rows][:, cols],
     )
+
+
+def _resize_events(
+    events: np.ndarray, height: int, width: int, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    if height >= events.shape[1] and width >= events.shape[2]:
+        return events[:, rows][:, :, cols]
+    channels = [
+        cv2.resize(channel, (width, height), interpolation=cv2.INTER_AREA)
+        for channel in events.astype(np.float32, copy=False)
+    ]
+    return np.stack(channels).astype(events.dtype, copy=False)
 
 
 def pad_to(arrays: SampleArrays, height: int, width: int) -> SampleArrays:

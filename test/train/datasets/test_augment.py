@@ -35,14 +35,16 @@ def source_pixel(arrays: SampleArrays) -> tuple[np.ndarray, np.ndarray]:
     return ids // WIDTH, ids % WIDTH
 
 
-def assert_aligned(arrays: SampleArrays, image_tolerance: float) -> None:
+def assert_aligned(
+    arrays: SampleArrays, image_tolerance: float, events_tolerance: float = 0.0
+) -> None:
     valid = arrays.instances > 0
     assert valid.any()
     y, x = source_pixel(arrays)
     expected_label = coordinate_sample().label[y[valid], x[valid]]
     np.testing.assert_array_equal(arrays.label[valid], expected_label)
-    np.testing.assert_array_equal(arrays.events[0][valid], y[valid])
-    np.testing.assert_array_equal(arrays.events[1][valid], x[valid])
+    assert np.max(np.abs(arrays.events[0][valid] - y[valid])) <= events_tolerance
+    assert np.max(np.abs(arrays.events[1][valid] - x[valid])) <= events_tolerance
     image_y = arrays.image[0][valid] * HEIGHT
     image_x = arrays.image[1][valid] * WIDTH
     assert np.max(np.abs(image_y - y[valid])) <= image_tolerance
@@ -59,19 +61,21 @@ def test_crop_and_flip_keep_every_modality_on_the_same_pixel(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_scaled_samples_stay_aligned(seed: int) -> None:
-    """Events/labels/instances share the nearest grid exactly; the bilinear image within 1/2 px.
+    """Labels/instances share the nearest grid exactly; image and events within 1/2 px.
 
-    Pixels at the border are excluded: bilinear clamps there while nearest does not.
+    The image is bilinear, and shrunk events are area averages, whose centre is within half a
+    pixel of the nearest source pixel. Pixels at the border are excluded: bilinear clamps there
+    while nearest does not.
     """
     augmenter = Augmenter(AugmentConfig(scale_range=(0.5, 2.0), crop_size=(16, 20)))
     out = augmenter(coordinate_sample(), np.random.default_rng(seed))
     y, x = source_pixel(out)
     interior = (y > 0) & (y < HEIGHT - 1) & (x > 0) & (x < WIDTH - 1)
     out = SampleArrays(out.image, out.events, out.label, np.where(interior, out.instances, 0))
-    assert_aligned(out, image_tolerance=0.5 + 1e-4)
+    assert_aligned(out, image_tolerance=0.5 + 1e-4, events_tolerance=0.5 + 1e-4)
 
 
-def test_scale_changes_size_and_keeps_counts_integer() -> None:
+def test_scale_changes_size_keeps_counts_integer_up_and_their_mean_down() -> None:
     sample = coordinate_sample()
     counts = np.random.default_rng(0).integers(0, 5, size=(3, HEIGHT, WIDTH)).astype(np.float32)
     sample = SampleArrays(sample.image, counts, sample.label, sample.instances)
@@ -79,8 +83,19 @@ def test_scale_changes_size_and_keeps_counts_integer() -> None:
         out = scale(sample, factor)
         assert out.shape == (round(HEIGHT * factor), round(WIDTH * factor))
         assert out.image.shape[0] == 3
-        np.testing.assert_array_equal(out.events, np.round(out.events))
-        assert set(np.unique(out.events)) <= set(np.unique(counts))
+        if factor > 1:
+            np.testing.assert_array_equal(out.events, np.round(out.events))
+            assert set(np.unique(out.events)) <= set(np.unique(counts))
+    # shrinking averages over each output pixel's area: every event still counts
+    halved = scale(sample, 0.5).events
+    blocks = counts[:, : 2 * halved.shape[1], : 2 * halved.shape[2]]
+    expected = blocks.reshape(3, halved.shape[1], 2, halved.shape[2], 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(halved, expected, rtol=1e-6)
+    single = np.zeros_like(counts)
+    single[1, 5, 7] = 4.0  # one pixel's events survive a shrink that nearest would miss
+    assert scale(SampleArrays(sample.image, single, sample.label, sample.instances), 0.5).events[
+        1
+    ].sum() == pytest.approx(1.0)
     doubled = scale(sample, 2.0)
     np.testing.assert_array_equal(doubled.events[:, ::2, ::2], counts)
     np.testing.assert_array_equal(doubled.label[1::2, 1::2], sample.label)

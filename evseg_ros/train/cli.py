@@ -1,0 +1,175 @@
+"""``evseg train`` and ``evseg export``: train CACD from a YAML config, export a checkpoint.
+
+``evseg train --config config/train/cacd_b0_sim.yaml [--resume PATH] [--set key=value ...]``
+runs :class:`~evseg_ros.train.trainer.Trainer` (under ``torchrun`` too); ``--resume`` alone
+continues with the configuration stored in the checkpoint.
+
+``evseg export --checkpoint PATH --output model.onnx`` writes the ONNX file the segmentation
+node loads (inputs ``image``, ``events``; outputs ``mask`` and, unless ``--no-logits``,
+``logits``), with the label set and training provenance in its metadata.
+
+torch is imported inside the commands, so ``evseg --help`` stays fast and works without it.
+The top-level ``evseg`` tool adds these two commands with :func:`add_train_parser` and
+:func:`add_export_parser`; ``python -m evseg_ros.train.cli`` offers them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = [
+    "add_export_parser",
+    "add_train_parser",
+    "build_parser",
+    "main",
+    "run_export",
+    "run_train",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``train`` command to an ``add_subparsers()`` object (sets ``func``)."""
+    parser = subparsers.add_parser(
+        "train", help="train CACD from a YAML config (config/train/*.yaml)"
+    )
+    parser.add_argument("--config", help="training config; optional with --resume")
+    parser.add_argument("--resume", help="checkpoint to continue from (e.g. <output_dir>/last.pt)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``export`` command to an ``add_subparsers()`` object (sets ``func``)."""
+    parser = subparsers.add_parser("export", help="export a CACD checkpoint to ONNX for the node")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by evseg train")
+    parser.add_argument("--output", required=True, help="ONNX file to write")
+    parser.add_argument(
+        "--height", type=int, default=240, help="tracing height (axis stays dynamic)"
+    )
+    parser.add_argument("--width", type=int, default=320, help="tracing width (axis stays dynamic)")
+    parser.add_argument("--no-logits", action="store_true", help="output the mask only")
+    parser.add_argument("--ema", action="store_true", help="export the EMA teacher's weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``evseg train``; returns the exit status (2 for a bad config or checkpoint)."""
+    from evseg_ros.train.config import TrainConfig, apply_overrides, load_train_config
+    from evseg_ros.train.trainer import NonFiniteTrainingError, Trainer, load_training_checkpoint
+
+    try:
+        if args.config:
+            config = load_train_config(args.config, args.overrides)
+        elif args.resume:
+            stored = load_training_checkpoint(args.resume)["train_config"]
+            config = TrainConfig.from_dict(apply_overrides(stored, args.overrides))
+        else:
+            print("evseg train: pass --config (or --resume with a checkpoint)", file=sys.stderr)
+            return 2
+        trainer = Trainer(config, resume=args.resume)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"evseg train: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = trainer.fit()
+    except NonFiniteTrainingError as err:
+        print(f"evseg train: {err}", file=sys.stderr)
+        return 1
+    finally:
+        trainer.close()
+    if trainer.context.is_main:
+        best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.1f}"
+        print(
+            f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best val mIoU "
+            f"{best}; checkpoints in {str(trainer.output_dir)!r}"
+        )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run ``evseg export``; returns the exit status (2 for a bad checkpoint or target)."""
+    import torch
+
+    from evseg_ros.labels import DSEC_11, get_label_set
+    from evseg_ros.model.cacd import CACDConfig, CACDNet
+    from evseg_ros.model.export import export_onnx
+
+    path = Path(args.checkpoint)
+    try:
+        if not path.is_file():
+            msg = f"checkpoint {str(path)!r} does not exist"
+            raise FileNotFoundError(msg)
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("arch") != "cacd":
+            msg = f"{str(path)!r} is not a CACD checkpoint"
+            raise ValueError(msg)
+        model = CACDNet(CACDConfig.from_dict(data["config"]))
+        state = data["state_dict"]
+        if args.ema:
+            if not data.get("ema"):
+                msg = f"{str(path)!r} holds no EMA teacher (semi.ema_teacher was off)"
+                raise ValueError(msg)
+            state = data["ema"]["state_dict"]
+        model.load_state_dict(state)
+        model.eval()
+        label_set = get_label_set(data["label_set"]) if "label_set" in data else DSEC_11
+        metadata = {"evseg.training_data": _provenance(data, path, ema=args.ema)}
+        written = export_onnx(
+            model,
+            args.output,
+            height=args.height,
+            width=args.width,
+            with_logits=not args.no_logits,
+            label_set=label_set,
+            variant=model.variant,
+            metadata=metadata,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
+        print(f"evseg export: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} ({model.cacd_config.backbone} {model.variant}, {label_set.name})")
+    return 0
+
+
+def _provenance(data: dict, path: Path, *, ema: bool) -> str:
+    """One line saying what the weights were trained on, for the ONNX metadata."""
+    train = data.get("train_config", {}).get("data", {}).get("train", {})
+    source = ", ".join(f"{k}={train[k]}" for k in ("type", "root", "seeds") if k in train)
+    weights = "EMA teacher" if ema else "student"
+    return f"{source or 'unknown data'}; step {data.get('step', '?')}; {weights}; {path.name}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with the ``train`` and ``export`` commands (for ``python -m``)."""
+    parser = argparse.ArgumentParser(prog="evseg", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(subparsers)
+    add_export_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m evseg_ros.train.cli train|export ...``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

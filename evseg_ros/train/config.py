@@ -1,0 +1,724 @@
+"""Training configuration: one YAML file, six sections, every value checked when it is read.
+
+A file looks like ``config/train/cacd_b0_sim.yaml``::
+
+    model:  {backbone: mit_b0, variant: fused, num_classes: 11, pretrained: null, ...}
+    data:   {train: {type: sim, ...}, val: {...}, unlabelled: null, batch_size: 8, ...}
+    optim:  {name: adam, lr: 1.0e-4, weight_decay: 0.0, poly_power: 0.9, warmup_steps: 0}
+    loss:   {use_hfca: true, use_jbcd: true, weights: {intra: 0.0005, ...}, aux_weight: 0.4}
+    train:  {max_steps: 300, grad_accumulation: 1, amp: off, seed: 0, output_dir: ..., ...}
+    semi:   {pseudo_labels: {enabled: false, ...}, ema_teacher: {enabled: false, ...}}
+
+Missing keys take the defaults of the dataclasses below; unknown keys and bad values raise
+``ValueError`` naming the dotted key and the value, because a typo (``lerning_rate``) that
+silently trains at the default wastes a whole run. ``--set a.b=value`` overrides are applied to
+the parsed YAML before checking, with the value parsed as YAML (``--set optim.lr=3e-4``).
+
+The ``model`` section holds the fields of :class:`~evseg_ros.model.cacd.CACDConfig` plus
+``pretrained`` (a local ImageNet MiT file) and ``label_set``; dataset specs are the dicts
+:func:`~evseg_ros.train.datasets.build_dataset` reads and are checked by it when the trainer
+builds them (only their ``type`` is checked here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evseg_ros.labels import LABEL_SETS, LabelSet, get_label_set
+from evseg_ros.model.cacd import CACDConfig
+from evseg_ros.train.losses import CACDLossWeights
+
+__all__ = [
+    "AMP_MODES",
+    "LOG_BACKENDS",
+    "OPTIMIZERS",
+    "DataSection",
+    "EmaTeacherSection",
+    "LossSection",
+    "ModelSection",
+    "OptimSection",
+    "PseudoLabelSection",
+    "SemiSection",
+    "TrainConfig",
+    "TrainSection",
+    "apply_overrides",
+    "load_train_config",
+    "parse_override",
+]
+
+#: Accepted ``optim.name`` values.
+OPTIMIZERS = ("adam", "adamw")
+#: Accepted ``train.amp`` values; mixed precision only applies on CUDA.
+AMP_MODES = ("off", "bf16", "fp16")
+#: Accepted ``train.log`` values; the CSV file is always written.
+LOG_BACKENDS = ("csv", "tensorboard")
+#: Accepted ``train.device`` values.
+DEVICES = ("auto", "cpu", "cuda")
+#: Dataset types :func:`~evseg_ros.train.datasets.build_dataset` knows.
+_DATASET_TYPES = ("dsec", "rpea", "sim")
+
+
+def _fail(key: str, value: object, expected: str) -> ValueError:
+    return ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+def _check(condition: bool, key: str, value: object, expected: str) -> None:
+    if not condition:
+        raise _fail(key, value, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The network: a :class:`CACDConfig`, its pretrained encoder file and its label set.
+
+    Attributes:
+        cacd: Constructor arguments of :class:`~evseg_ros.model.cacd.CACDNet`.
+        pretrained: ImageNet MiT weights (local file) loaded into every encoder, or ``None``
+            to start from random weights.
+        label_set: Name of the label set (``dsec11``, ``cityscapes19``); its class count must
+            equal ``num_classes``. Names the per-class IoU columns and the ONNX metadata.
+    """
+
+    cacd: CACDConfig = field(default_factory=CACDConfig)
+    pretrained: str | None = None
+    label_set: str = "dsec11"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.label_set in LABEL_SETS,
+            "model.label_set",
+            self.label_set,
+            f"one of {sorted(LABEL_SETS)}",
+        )
+        count = get_label_set(self.label_set).num_classes
+        if count != self.cacd.num_classes:
+            msg = (
+                f"model.num_classes {self.cacd.num_classes!r} differs from the "
+                f"{count} classes of model.label_set {self.label_set!r}"
+            )
+            raise ValueError(msg)
+
+    @property
+    def labels(self) -> LabelSet:
+        """The label set object."""
+        return get_label_set(self.label_set)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Datasets and loading.
+
+    Attributes:
+        train: Spec of the labelled training set (see ``build_dataset``).
+        val: Spec of the validation set, or ``None`` for no validation.
+        unlabelled: Spec of the unlabelled set used by ``semi`` (labels are not read).
+        batch_size: Samples per optimiser micro-step and process.
+        val_batch_size: Samples per validation batch (frames of one set share one size).
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        crop_size: ``[height, width]`` random crop of the training set, used where the
+            train spec does not set ``crop_size`` itself; ``None`` leaves it to the spec.
+    """
+
+    train: dict = field(default_factory=lambda: {"type": "sim"})
+    val: dict | None = None
+    unlabelled: dict | None = None
+    batch_size: int = 16
+    val_batch_size: int = 1
+    num_workers: int = 4
+    crop_size: tuple[int, int] | None = (512, 512)
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "unlabelled"):
+            spec = getattr(self, name)
+            if spec is None:
+                _check(name != "train", "data.train", spec, "a dataset spec")
+                continue
+            _check(isinstance(spec, Mapping), f"data.{name}", spec, "a mapping (dataset spec)")
+            _check(
+                spec.get("type") in _DATASET_TYPES,
+                f"data.{name}.type",
+                spec.get("type"),
+                f"one of {_DATASET_TYPES}",
+            )
+        _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
+        _check(
+            self.val_batch_size >= 1,
+            "data.val_batch_size",
+            self.val_batch_size,
+            "a positive integer",
+        )
+        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        if self.crop_size is not None:
+            _check(
+                len(self.crop_size) == 2 and min(self.crop_size) >= 1,
+                "data.crop_size",
+                self.crop_size,
+                "[height, width] with positive sides, or null",
+            )
+
+    def train_spec(self, *, seed: int) -> dict:
+        """The train spec with ``crop_size`` and ``seed`` filled in where it lacks them."""
+        spec = dict(self.train)
+        if self.crop_size is not None:
+            spec.setdefault("crop_size", list(self.crop_size))
+        spec.setdefault("seed", seed)
+        spec.setdefault("split", "train")
+        return spec
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """Optimiser and learning-rate schedule.
+
+    The schedule is linear warm-up over ``warmup_steps`` (from ``warmup_ratio * lr``), then
+    polynomial decay ``lr * (1 - progress) ** poly_power`` to ``min_lr`` at the last step.
+
+    Attributes:
+        name: ``adam`` (the paper) or ``adamw``.
+        lr: Peak learning rate (paper: 1e-4).
+        weight_decay: Weight decay (L2 for Adam, decoupled for AdamW).
+        betas: Adam betas.
+        poly_power: Exponent of the polynomial decay.
+        warmup_steps: Optimiser steps of linear warm-up (0 = none).
+        warmup_ratio: Learning-rate factor at the first warm-up step.
+        min_lr: Learning rate reached at the end of training.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    warmup_ratio: float = 1e-3
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.name in OPTIMIZERS, "optim.name", self.name, f"one of {OPTIMIZERS}")
+        _check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
+        _check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "optim.weight_decay",
+            self.weight_decay,
+            "a number >= 0",
+        )
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optim.betas",
+            self.betas,
+            "two numbers in [0, 1)",
+        )
+        _check(self.poly_power >= 0, "optim.poly_power", self.poly_power, "a number >= 0")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _check(
+            0 < self.warmup_ratio <= 1,
+            "optim.warmup_ratio",
+            self.warmup_ratio,
+            "a number in (0, 1]",
+        )
+        _check(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"in [0, lr={self.lr}]")
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """The CACD objective and the auxiliary branch heads.
+
+    Attributes:
+        use_hfca: Add HFCA's L_intra and L_inter (needs ``model.variant: fused``).
+        use_jbcd: Add JBCD's L_boundary and L_content (needs ``model.variant: fused``).
+        weights: Loss weights and constants (paper values by default).
+        aux_heads: Build the per-branch auxiliary classifiers; ``null`` = exactly when JBCD
+            is on (its content term needs per-branch class scores).
+        aux_weight: Weight of the cross-entropy of each auxiliary head. The content term is
+            invariant to relabelling classes, so this CE keeps the branch heads' class
+            identities anchored; 0.4 is the usual auxiliary-head weight of segmentation nets.
+        aux_channels: Width of the auxiliary heads.
+        hfca_stage: Encoder stage HFCA reads (-1 = deepest).
+        embedding_dim: Output size of HFCA's projection heads.
+        max_pixels_per_instance: Pixel cap of L_intra per instance (``null`` = all).
+    """
+
+    use_hfca: bool = True
+    use_jbcd: bool = True
+    weights: CACDLossWeights = field(default_factory=CACDLossWeights)
+    aux_heads: bool | None = None
+    aux_weight: float = 0.4
+    aux_channels: int = 64
+    hfca_stage: int = -1
+    embedding_dim: int = 128
+    max_pixels_per_instance: int | None = 64
+
+    def __post_init__(self) -> None:
+        _check(
+            math.isfinite(self.aux_weight) and self.aux_weight >= 0,
+            "loss.aux_weight",
+            self.aux_weight,
+            "a number >= 0",
+        )
+        _check(self.aux_channels >= 1, "loss.aux_channels", self.aux_channels, "an integer >= 1")
+        _check(-4 <= self.hfca_stage < 4, "loss.hfca_stage", self.hfca_stage, "in [-4, 3]")
+        _check(self.embedding_dim >= 1, "loss.embedding_dim", self.embedding_dim, "an integer >= 1")
+        if self.max_pixels_per_instance is not None:
+            _check(
+                self.max_pixels_per_instance >= 1,
+                "loss.max_pixels_per_instance",
+                self.max_pixels_per_instance,
+                "an integer >= 1 or null",
+            )
+        if self.use_jbcd and self.aux_heads is False:
+            msg = "loss.use_jbcd is true but loss.aux_heads is false; JBCD needs the aux heads"
+            raise ValueError(msg)
+
+    @property
+    def build_aux_heads(self) -> bool:
+        """Whether the trainer builds the auxiliary branch classifiers."""
+        return self.use_jbcd if self.aux_heads is None else self.aux_heads
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Loop, precision, validation, checkpoints and logging.
+
+    Attributes:
+        epochs: Passes over the training set; used when ``max_steps`` is null.
+        max_steps: Optimiser steps in total; wins over ``epochs``.
+        grad_accumulation: Micro-batches per optimiser step.
+        amp: ``off``, ``bf16`` or ``fp16`` autocast; applies on CUDA only (off on CPU).
+        clip_grad_norm: Clip the global gradient norm to this value (null = no clipping).
+        seed: Seed of weights, data order, augmentation and loss sampling.
+        val_every: Validate every this many steps (0 = only after the last step).
+        checkpoint_every: Write ``step_XXXXXXX.pt`` every this many steps (0 = never);
+            ``last.pt`` is written with it and at the end, ``best.pt`` on a new best val mIoU.
+        keep_checkpoints: Periodic checkpoints kept (oldest removed first; 0 = keep all).
+        output_dir: Folder for checkpoints, ``metrics.csv`` and ``config.yaml``.
+        log: ``csv``, or ``tensorboard`` (in addition to the CSV, when importable).
+        log_every: Write a metrics row every this many steps.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: torch CPU threads (null = torch's default).
+        progress: Show tqdm bars (only on a terminal and on rank 0 anyway).
+        overwrite: Allow a fresh run into an ``output_dir`` that already holds checkpoints.
+    """
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    grad_accumulation: int = 1
+    amp: str = "off"
+    clip_grad_norm: float | None = None
+    seed: int = 0
+    val_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    output_dir: str = "output/train"
+    log: str = "csv"
+    log_every: int = 10
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.max_steps is None:
+            msg = "train.epochs and train.max_steps are both null; set one of them"
+            raise ValueError(msg)
+        for name in ("epochs", "max_steps", "threads"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, f"train.{name}", value, "an integer >= 1 or null")
+        _check(
+            self.grad_accumulation >= 1,
+            "train.grad_accumulation",
+            self.grad_accumulation,
+            "an integer >= 1",
+        )
+        _check(self.amp in AMP_MODES, "train.amp", self.amp, f"one of {AMP_MODES}")
+        if self.clip_grad_norm is not None:
+            _check(
+                self.clip_grad_norm > 0,
+                "train.clip_grad_norm",
+                self.clip_grad_norm,
+                "a positive number or null",
+            )
+        for name in ("val_every", "checkpoint_every", "keep_checkpoints"):
+            _check(
+                getattr(self, name) >= 0, f"train.{name}", getattr(self, name), "an integer >= 0"
+            )
+        _check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _check(self.log in LOG_BACKENDS, "train.log", self.log, f"one of {LOG_BACKENDS}")
+        _check(self.device in DEVICES, "train.device", self.device, f"one of {DEVICES}")
+        _check(bool(self.output_dir), "train.output_dir", self.output_dir, "a folder path")
+
+
+@dataclass(frozen=True)
+class PseudoLabelSection:
+    """Frame-branch pseudo-labels for the event path on unlabelled data (CMESS-style).
+
+    Attributes:
+        enabled: Switch.
+        teacher_checkpoint: CACD checkpoint of the frozen frame teacher (an ``image_only``
+            or ``fused`` model); it sees the frame of each unlabelled sample.
+        threshold: Keep a pixel when the teacher's softmax confidence is at least this;
+            the rest become 255 (ignored).
+        weight: Weight of the cross-entropy on the pseudo-labels.
+    """
+
+    enabled: bool = False
+    teacher_checkpoint: str | None = None
+    threshold: float = 0.9
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(
+            0 <= self.threshold <= 1,
+            "semi.pseudo_labels.threshold",
+            self.threshold,
+            "a number in [0, 1]",
+        )
+        _check(self.weight >= 0, "semi.pseudo_labels.weight", self.weight, "a number >= 0")
+        if self.enabled and not self.teacher_checkpoint:
+            msg = (
+                "semi.pseudo_labels.enabled is true but semi.pseudo_labels.teacher_checkpoint "
+                "is null"
+            )
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class EmaTeacherSection:
+    """Mean-teacher consistency on unlabelled data (Drive&Segment-style soft targets).
+
+    Attributes:
+        enabled: Switch.
+        decay: EMA decay: ``teacher = decay * teacher + (1 - decay) * student`` per step.
+        temperature: Softmax temperature of both predictions in the KL term.
+        weight: Weight of the consistency term.
+    """
+
+    enabled: bool = False
+    decay: float = 0.999
+    temperature: float = 1.0
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.decay < 1, "semi.ema_teacher.decay", self.decay, "a number in [0, 1)")
+        _check(
+            self.temperature > 0,
+            "semi.ema_teacher.temperature",
+            self.temperature,
+            "a positive number",
+        )
+        _check(self.weight >= 0, "semi.ema_teacher.weight", self.weight, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class SemiSection:
+    """Semi-supervised options; each is off unless enabled."""
+
+    pseudo_labels: PseudoLabelSection = field(default_factory=PseudoLabelSection)
+    ema_teacher: EmaTeacherSection = field(default_factory=EmaTeacherSection)
+
+    @property
+    def any_enabled(self) -> bool:
+        """Whether the trainer needs the unlabelled stream."""
+        return self.pseudo_labels.enabled or self.ema_teacher.enabled
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run (see the module docstring for the file layout)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    train: TrainSection = field(default_factory=lambda: TrainSection(max_steps=1000))
+    semi: SemiSection = field(default_factory=SemiSection)
+
+    def __post_init__(self) -> None:
+        variant = self.model.cacd.variant
+        for name in ("use_hfca", "use_jbcd"):
+            if getattr(self.loss, name) and variant != "fused":
+                msg = (
+                    f"loss.{name} is true but model.variant is {variant!r}; HFCA and JBCD "
+                    "compare the two branches and need variant 'fused'"
+                )
+                raise ValueError(msg)
+        if self.semi.any_enabled and self.data.unlabelled is None:
+            msg = "semi: pseudo_labels or ema_teacher is enabled but data.unlabelled is null"
+            raise ValueError(msg)
+        if self.semi.pseudo_labels.enabled and variant == "image_only":
+            msg = "semi.pseudo_labels trains the event path but model.variant is 'image_only'"
+            raise ValueError(msg)
+
+    # -- conversion ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build and check a config from parsed YAML.
+
+        Raises:
+            ValueError: Unknown key or bad value (names the dotted key and the value).
+        """
+        values = _mapping(values, "config")
+        _reject_unknown(values, [f.name for f in dataclasses.fields(cls)], "")
+        sections: dict[str, Any] = {}
+        if "model" in values:
+            sections["model"] = _model_section(_mapping(values["model"], "model"))
+        if "loss" in values:
+            loss = dict(_mapping(values["loss"], "loss"))
+            if "weights" in loss:
+                loss["weights"] = _build(CACDLossWeights, loss["weights"], "loss.weights")
+            sections["loss"] = _build(LossSection, loss, "loss")
+        if "semi" in values:
+            semi = dict(_mapping(values["semi"], "semi"))
+            _reject_unknown(semi, ["pseudo_labels", "ema_teacher"], "semi.")
+            if "pseudo_labels" in semi:
+                semi["pseudo_labels"] = _build(
+                    PseudoLabelSection, semi["pseudo_labels"], "semi.pseudo_labels"
+                )
+            if "ema_teacher" in semi:
+                semi["ema_teacher"] = _build(
+                    EmaTeacherSection, semi["ema_teacher"], "semi.ema_teacher"
+                )
+            sections["semi"] = SemiSection(**semi)
+        for name, section in (("data", DataSection), ("optim", OptimSection)):
+            if name in values:
+                sections[name] = _build(section, values[name], name)
+        if "train" in values:
+            sections["train"] = _build(TrainSection, values["train"], "train")
+        return cls(**sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe values; ``from_dict(to_dict())`` gives an equal config."""
+        model = {
+            **self.model.cacd.to_dict(),
+            "pretrained": self.model.pretrained,
+            "label_set": self.model.label_set,
+        }
+        return _plain(
+            {
+                "model": model,
+                "data": dataclasses.asdict(self.data),
+                "optim": dataclasses.asdict(self.optim),
+                "loss": dataclasses.asdict(self.loss),
+                "train": dataclasses.asdict(self.train),
+                "semi": dataclasses.asdict(self.semi),
+            }
+        )
+
+    def to_yaml(self) -> str:
+        """The config as YAML text (what the trainer writes next to its checkpoints)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and overrides
+# --------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b.c=value"`` into ``(["a", "b", "c"], value)``; the value is parsed as YAML.
+
+    Raises:
+        ValueError: No ``=``, or an empty key part.
+    """
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        msg = f"override must look like 'section.key=value', got {text!r}"
+        raise ValueError(msg)
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of parsed YAML with ``--set`` overrides applied (missing levels created).
+
+    Raises:
+        ValueError: An override is malformed or would descend into a non-mapping value.
+    """
+    result = _deep_copy(values)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                msg = f"override {text!r}: {where} is {child!r}, not a section"
+                raise ValueError(msg)
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML training config, apply ``--set`` overrides and check everything.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Invalid YAML structure, unknown key or bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"training config {str(path)!r} does not exist"
+        raise FileNotFoundError(msg)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        msg = f"{str(path)!r} is not valid YAML: {err}"
+        raise ValueError(msg) from None
+    try:
+        return TrainConfig.from_dict(apply_overrides(_mapping(values, "config"), overrides))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Value conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _mapping(value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, "a mapping")
+    return value
+
+
+def _reject_unknown(values: Mapping[str, Any], known: Sequence[str], prefix: str) -> None:
+    for key in values:
+        if key not in known:
+            msg = (
+                f"unknown key {prefix}{key} (value {values[key]!r}); known keys: "
+                f"{', '.join(prefix + k for k in known)}"
+            )
+            raise ValueError(msg)
+
+
+def _model_section(values: Mapping[str, Any]) -> ModelSection:
+    values = dict(values)
+    extra = {name: values.pop(name) for name in ("pretrained", "label_set") if name in values}
+    known = [f.name for f in dataclasses.fields(CACDConfig)]
+    _reject_unknown(values, [*known, "pretrained", "label_set"], "model.")
+    hints = typing.get_type_hints(CACDConfig)
+    converted = {k: _convert(v, hints[k], f"model.{k}") for k, v in values.items()}
+    try:
+        cacd = CACDConfig.from_dict(converted)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model: {err}") from None
+    if "pretrained" in extra:
+        extra["pretrained"] = _convert(extra["pretrained"], str | None, "model.pretrained")
+    if "label_set" in extra:
+        extra["label_set"] = _convert(extra["label_set"], str, "model.label_set")
+    return ModelSection(cacd=cacd, **extra)
+
+
+def _build(cls: type, values: object, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, converting each value to its field type."""
+    values = _mapping(values, prefix)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _reject_unknown(values, names, f"{prefix}.")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"{prefix}: {err}") from None
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to ``hint`` (bool, int, float, str, dict, tuple, optional)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(value, typing.get_args(hint), key)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        _check(isinstance(value, (list, tuple)), key, value, f"a list of {len(args)} values")
+        _check(len(value) == len(args), key, value, f"a list of {len(args)} values")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if hint is dict or origin is dict:
+        return dict(_mapping(value, key))
+    converter = _SCALARS.get(hint)
+    return value if converter is None else converter(value, key)
+
+
+def _convert_union(value: Any, options: tuple[Any, ...], key: str) -> Any:
+    if value is None:
+        if type(None) in options:
+            return None
+        raise _fail(key, value, "set (null is not allowed)")
+    errors = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _convert(value, option, key)
+        except ValueError as err:
+            errors.append(err)
+    raise errors[0]
+
+
+def _to_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "on", "off"):
+        return value.lower() in ("true", "on")
+    raise _fail(key, value, "true or false")
+
+
+def _to_int(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise _fail(key, value, "an integer")
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+        with contextlib.suppress(ValueError):
+            return float(value)
+    raise _fail(key, value, "a number")
+
+
+def _to_str(value: Any, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is False and key == "train.amp":
+        return "off"  # YAML 1.1 reads a bare ``off`` as false
+    raise _fail(key, value, "a string")
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

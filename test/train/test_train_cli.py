@@ -1,0 +1,80 @@
+"""``evseg train`` / ``evseg export`` end to end: config -> checkpoint -> ONNX -> runtime mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from evseg_ros.runtime import create_backend
+from evseg_ros.train.cli import main
+
+SIZE = 64
+
+
+def make_rpea(root: Path, count: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    for sub in ("images", "events", "labels"):
+        (root / "train" / sub).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        label = np.zeros((SIZE, SIZE), np.uint8)
+        label[SIZE // 2 :] = 5
+        rgb = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "train" / "images" / f"s{index}.png"), rgb)
+        cv2.imwrite(str(root / "train" / "labels" / f"s{index}.png"), label)
+        np.save(root / "train" / "events" / f"s{index}.npy", np.ones((3, SIZE, SIZE), np.float32))
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    make_rpea(tmp_path / "data")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        f"""
+model: {{backbone: mit_b0, variant: fused, decoder_channels: 16}}
+data:
+  train: {{type: rpea, root: {tmp_path / "data"}, scale_range: [1.0, 1.0]}}
+  batch_size: 2
+  num_workers: 0
+  crop_size: [{SIZE}, {SIZE}]
+loss: {{use_hfca: false, use_jbcd: true}}
+train: {{max_steps: 1, output_dir: {tmp_path / "run"}, log_every: 1}}
+"""
+    )
+    return path
+
+
+def test_train_resume_export_and_run_the_onnx_model(config_file, tmp_path, capsys):
+    assert main(["train", "--config", str(config_file)]) == 0
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert checkpoint.is_file()
+    # --resume alone takes the stored config; --set extends the run.
+    assert main(["train", "--resume", str(checkpoint), "--set", "train.max_steps=2"]) == 0
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
+
+    onnx_path = tmp_path / "model.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--output", str(onnx_path)]
+    assert main([*args, "--height", str(SIZE), "--width", str(SIZE)]) == 0
+    assert "mit_b0 fused, dsec11" in capsys.readouterr().out
+
+    backend = create_backend("onnxruntime", onnx_path, device="cpu", expected_label_set="dsec11")
+    assert backend.variant == "fused"
+    assert "step 2" in backend.metadata["evseg.training_data"]
+    image = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    result = backend.infer(image, np.zeros((3, 48, 80), np.float32))
+    assert result.mask.shape == (48, 80) and result.mask.dtype == np.uint8
+    assert int(result.mask.max()) < 11
+
+    assert main(args) == 2  # never overwrites silently
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_errors_are_reported_with_status_2(config_file, tmp_path, capsys):
+    assert main(["train", "--config", str(config_file), "--set", "optim.lr=fast"]) == 2
+    assert "optim.lr must be a number, got 'fast'" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", "x.onnx"]) == 2
+    assert "does not exist" in capsys.readouterr().err
