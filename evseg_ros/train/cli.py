@@ -69,8 +69,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``evseg train``; returns the exit status (2 for a bad config or checkpoint)."""
-    from evseg_ros.train.config import TrainConfig, apply_overrides, load_train_config
-    from evseg_ros.train.trainer import NonFiniteTrainingError, Trainer, load_training_checkpoint
+    from evseg_ros.train.checkpoint import load_training_checkpoint
+    from evseg_ros.train.config import TrainConfig, load_train_config
+    from evseg_ros.train.config_overrides import apply_overrides
+    from evseg_ros.train.trainer import NonFiniteTrainingError, Trainer
 
     try:
         if args.config:

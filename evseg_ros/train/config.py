@@ -12,7 +12,8 @@ A file looks like ``config/train/cacd_b0_sim.yaml``::
 Missing keys take the defaults of the dataclasses below; unknown keys and bad values raise
 ``ValueError`` naming the dotted key and the value, because a typo (``lerning_rate``) that
 silently trains at the default wastes a whole run. ``--set a.b=value`` overrides are applied to
-the parsed YAML before checking, with the value parsed as YAML (``--set optim.lr=3e-4``).
+the parsed YAML before checking, with the value parsed as YAML (``--set optim.lr=3e-4``; see
+:mod:`.config_overrides`). The generic YAML-to-field conversion lives in :mod:`.config_values`.
 
 The ``model`` section holds the fields of :class:`~evseg_ros.model.cacd.CACDConfig` plus
 ``pretrained`` (a local ImageNet MiT file) and ``label_set``; dataset specs are the dicts
@@ -22,10 +23,8 @@ builds them (only their ``type`` is checked here).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,15 @@ import yaml
 
 from evseg_ros.labels import LABEL_SETS, LabelSet, get_label_set
 from evseg_ros.model.cacd import CACDConfig
+from evseg_ros.train.config_overrides import apply_overrides
+from evseg_ros.train.config_values import (
+    as_mapping,
+    build_dataclass,
+    check_value,
+    convert_value,
+    plain_values,
+    reject_unknown_keys,
+)
 from evseg_ros.train.losses import CACDLossWeights
 
 __all__ = [
@@ -51,9 +59,7 @@ __all__ = [
     "SemiSection",
     "TrainConfig",
     "TrainSection",
-    "apply_overrides",
     "load_train_config",
-    "parse_override",
 ]
 
 #: Accepted ``optim.name`` values.
@@ -66,15 +72,6 @@ LOG_BACKENDS = ("csv", "tensorboard")
 DEVICES = ("auto", "cpu", "cuda")
 #: Dataset types :func:`~evseg_ros.train.datasets.build_dataset` knows.
 _DATASET_TYPES = ("dsec", "rpea", "sim")
-
-
-def _fail(key: str, value: object, expected: str) -> ValueError:
-    return ValueError(f"{key} must be {expected}, got {value!r}")
-
-
-def _check(condition: bool, key: str, value: object, expected: str) -> None:
-    if not condition:
-        raise _fail(key, value, expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ class ModelSection:
     label_set: str = "dsec11"
 
     def __post_init__(self) -> None:
-        _check(
+        check_value(
             self.label_set in LABEL_SETS,
             "model.label_set",
             self.label_set,
@@ -146,25 +143,25 @@ class DataSection:
         for name in ("train", "val", "unlabelled"):
             spec = getattr(self, name)
             if spec is None:
-                _check(name != "train", "data.train", spec, "a dataset spec")
+                check_value(name != "train", "data.train", spec, "a dataset spec")
                 continue
-            _check(isinstance(spec, Mapping), f"data.{name}", spec, "a mapping (dataset spec)")
-            _check(
+            check_value(isinstance(spec, Mapping), f"data.{name}", spec, "a mapping (dataset spec)")
+            check_value(
                 spec.get("type") in _DATASET_TYPES,
                 f"data.{name}.type",
                 spec.get("type"),
                 f"one of {_DATASET_TYPES}",
             )
-        _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
-        _check(
+        check_value(self.batch_size >= 1, "data.batch_size", self.batch_size, "a positive integer")
+        check_value(
             self.val_batch_size >= 1,
             "data.val_batch_size",
             self.val_batch_size,
             "a positive integer",
         )
-        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        check_value(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
         if self.crop_size is not None:
-            _check(
+            check_value(
                 len(self.crop_size) == 2 and min(self.crop_size) >= 1,
                 "data.crop_size",
                 self.crop_size,
@@ -209,29 +206,35 @@ class OptimSection:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.name in OPTIMIZERS, "optim.name", self.name, f"one of {OPTIMIZERS}")
-        _check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
-        _check(
+        check_value(self.name in OPTIMIZERS, "optim.name", self.name, f"one of {OPTIMIZERS}")
+        check_value(
+            math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number"
+        )
+        check_value(
             math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "optim.weight_decay",
             self.weight_decay,
             "a number >= 0",
         )
-        _check(
+        check_value(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "optim.betas",
             self.betas,
             "two numbers in [0, 1)",
         )
-        _check(self.poly_power >= 0, "optim.poly_power", self.poly_power, "a number >= 0")
-        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "an integer >= 0")
-        _check(
+        check_value(self.poly_power >= 0, "optim.poly_power", self.poly_power, "a number >= 0")
+        check_value(
+            self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "an integer >= 0"
+        )
+        check_value(
             0 < self.warmup_ratio <= 1,
             "optim.warmup_ratio",
             self.warmup_ratio,
             "a number in (0, 1]",
         )
-        _check(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"in [0, lr={self.lr}]")
+        check_value(
+            0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"in [0, lr={self.lr}]"
+        )
 
 
 @dataclass(frozen=True)
@@ -264,17 +267,21 @@ class LossSection:
     max_pixels_per_instance: int | None = 64
 
     def __post_init__(self) -> None:
-        _check(
+        check_value(
             math.isfinite(self.aux_weight) and self.aux_weight >= 0,
             "loss.aux_weight",
             self.aux_weight,
             "a number >= 0",
         )
-        _check(self.aux_channels >= 1, "loss.aux_channels", self.aux_channels, "an integer >= 1")
-        _check(-4 <= self.hfca_stage < 4, "loss.hfca_stage", self.hfca_stage, "in [-4, 3]")
-        _check(self.embedding_dim >= 1, "loss.embedding_dim", self.embedding_dim, "an integer >= 1")
+        check_value(
+            self.aux_channels >= 1, "loss.aux_channels", self.aux_channels, "an integer >= 1"
+        )
+        check_value(-4 <= self.hfca_stage < 4, "loss.hfca_stage", self.hfca_stage, "in [-4, 3]")
+        check_value(
+            self.embedding_dim >= 1, "loss.embedding_dim", self.embedding_dim, "an integer >= 1"
+        )
         if self.max_pixels_per_instance is not None:
-            _check(
+            check_value(
                 self.max_pixels_per_instance >= 1,
                 "loss.max_pixels_per_instance",
                 self.max_pixels_per_instance,
@@ -337,29 +344,31 @@ class TrainSection:
             raise ValueError(msg)
         for name in ("epochs", "max_steps", "threads"):
             value = getattr(self, name)
-            _check(value is None or value >= 1, f"train.{name}", value, "an integer >= 1 or null")
-        _check(
+            check_value(
+                value is None or value >= 1, f"train.{name}", value, "an integer >= 1 or null"
+            )
+        check_value(
             self.grad_accumulation >= 1,
             "train.grad_accumulation",
             self.grad_accumulation,
             "an integer >= 1",
         )
-        _check(self.amp in AMP_MODES, "train.amp", self.amp, f"one of {AMP_MODES}")
+        check_value(self.amp in AMP_MODES, "train.amp", self.amp, f"one of {AMP_MODES}")
         if self.clip_grad_norm is not None:
-            _check(
+            check_value(
                 self.clip_grad_norm > 0,
                 "train.clip_grad_norm",
                 self.clip_grad_norm,
                 "a positive number or null",
             )
         for name in ("val_every", "checkpoint_every", "keep_checkpoints"):
-            _check(
+            check_value(
                 getattr(self, name) >= 0, f"train.{name}", getattr(self, name), "an integer >= 0"
             )
-        _check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
-        _check(self.log in LOG_BACKENDS, "train.log", self.log, f"one of {LOG_BACKENDS}")
-        _check(self.device in DEVICES, "train.device", self.device, f"one of {DEVICES}")
-        _check(bool(self.output_dir), "train.output_dir", self.output_dir, "a folder path")
+        check_value(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        check_value(self.log in LOG_BACKENDS, "train.log", self.log, f"one of {LOG_BACKENDS}")
+        check_value(self.device in DEVICES, "train.device", self.device, f"one of {DEVICES}")
+        check_value(bool(self.output_dir), "train.output_dir", self.output_dir, "a folder path")
 
 
 @dataclass(frozen=True)
@@ -381,13 +390,13 @@ class PseudoLabelSection:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(
+        check_value(
             0 <= self.threshold <= 1,
             "semi.pseudo_labels.threshold",
             self.threshold,
             "a number in [0, 1]",
         )
-        _check(self.weight >= 0, "semi.pseudo_labels.weight", self.weight, "a number >= 0")
+        check_value(self.weight >= 0, "semi.pseudo_labels.weight", self.weight, "a number >= 0")
         if self.enabled and not self.teacher_checkpoint:
             msg = (
                 "semi.pseudo_labels.enabled is true but semi.pseudo_labels.teacher_checkpoint "
@@ -413,14 +422,14 @@ class EmaTeacherSection:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(0 <= self.decay < 1, "semi.ema_teacher.decay", self.decay, "a number in [0, 1)")
-        _check(
+        check_value(0 <= self.decay < 1, "semi.ema_teacher.decay", self.decay, "a number in [0, 1)")
+        check_value(
             self.temperature > 0,
             "semi.ema_teacher.temperature",
             self.temperature,
             "a positive number",
         )
-        _check(self.weight >= 0, "semi.ema_teacher.weight", self.weight, "a number >= 0")
+        check_value(self.weight >= 0, "semi.ema_teacher.weight", self.weight, "a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -471,33 +480,33 @@ class TrainConfig:
         Raises:
             ValueError: Unknown key or bad value (names the dotted key and the value).
         """
-        values = _mapping(values, "config")
-        _reject_unknown(values, [f.name for f in dataclasses.fields(cls)], "")
+        values = as_mapping(values, "config")
+        reject_unknown_keys(values, [f.name for f in dataclasses.fields(cls)], "")
         sections: dict[str, Any] = {}
         if "model" in values:
-            sections["model"] = _model_section(_mapping(values["model"], "model"))
+            sections["model"] = _model_section(as_mapping(values["model"], "model"))
         if "loss" in values:
-            loss = dict(_mapping(values["loss"], "loss"))
+            loss = dict(as_mapping(values["loss"], "loss"))
             if "weights" in loss:
-                loss["weights"] = _build(CACDLossWeights, loss["weights"], "loss.weights")
-            sections["loss"] = _build(LossSection, loss, "loss")
+                loss["weights"] = build_dataclass(CACDLossWeights, loss["weights"], "loss.weights")
+            sections["loss"] = build_dataclass(LossSection, loss, "loss")
         if "semi" in values:
-            semi = dict(_mapping(values["semi"], "semi"))
-            _reject_unknown(semi, ["pseudo_labels", "ema_teacher"], "semi.")
+            semi = dict(as_mapping(values["semi"], "semi"))
+            reject_unknown_keys(semi, ["pseudo_labels", "ema_teacher"], "semi.")
             if "pseudo_labels" in semi:
-                semi["pseudo_labels"] = _build(
+                semi["pseudo_labels"] = build_dataclass(
                     PseudoLabelSection, semi["pseudo_labels"], "semi.pseudo_labels"
                 )
             if "ema_teacher" in semi:
-                semi["ema_teacher"] = _build(
+                semi["ema_teacher"] = build_dataclass(
                     EmaTeacherSection, semi["ema_teacher"], "semi.ema_teacher"
                 )
             sections["semi"] = SemiSection(**semi)
         for name, section in (("data", DataSection), ("optim", OptimSection)):
             if name in values:
-                sections[name] = _build(section, values[name], name)
+                sections[name] = build_dataclass(section, values[name], name)
         if "train" in values:
-            sections["train"] = _build(TrainSection, values["train"], "train")
+            sections["train"] = build_dataclass(TrainSection, values["train"], "train")
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:
@@ -507,7 +516,7 @@ class TrainConfig:
             "pretrained": self.model.pretrained,
             "label_set": self.model.label_set,
         }
-        return _plain(
+        return plain_values(
             {
                 "model": model,
                 "data": dataclasses.asdict(self.data),
@@ -524,45 +533,8 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading and overrides
+# Loading
 # --------------------------------------------------------------------------------------------
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"a.b.c=value"`` into ``(["a", "b", "c"], value)``; the value is parsed as YAML.
-
-    Raises:
-        ValueError: No ``=``, or an empty key part.
-    """
-    key, sep, raw = text.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        msg = f"override must look like 'section.key=value', got {text!r}"
-        raise ValueError(msg)
-    return parts, yaml.safe_load(raw) if raw.strip() else None
-
-
-def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of parsed YAML with ``--set`` overrides applied (missing levels created).
-
-    Raises:
-        ValueError: An override is malformed or would descend into a non-mapping value.
-    """
-    result = _deep_copy(values)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                msg = f"override {text!r}: {where} is {child!r}, not a section"
-                raise ValueError(msg)
-            node = child
-        node[parts[-1]] = value
-    return result
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -582,143 +554,24 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         msg = f"{str(path)!r} is not valid YAML: {err}"
         raise ValueError(msg) from None
     try:
-        return TrainConfig.from_dict(apply_overrides(_mapping(values, "config"), overrides))
+        return TrainConfig.from_dict(apply_overrides(as_mapping(values, "config"), overrides))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Value conversion
-# --------------------------------------------------------------------------------------------
-
-
-def _mapping(value: object, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _fail(key, value, "a mapping")
-    return value
-
-
-def _reject_unknown(values: Mapping[str, Any], known: Sequence[str], prefix: str) -> None:
-    for key in values:
-        if key not in known:
-            msg = (
-                f"unknown key {prefix}{key} (value {values[key]!r}); known keys: "
-                f"{', '.join(prefix + k for k in known)}"
-            )
-            raise ValueError(msg)
 
 
 def _model_section(values: Mapping[str, Any]) -> ModelSection:
     values = dict(values)
     extra = {name: values.pop(name) for name in ("pretrained", "label_set") if name in values}
     known = [f.name for f in dataclasses.fields(CACDConfig)]
-    _reject_unknown(values, [*known, "pretrained", "label_set"], "model.")
+    reject_unknown_keys(values, [*known, "pretrained", "label_set"], "model.")
     hints = typing.get_type_hints(CACDConfig)
-    converted = {k: _convert(v, hints[k], f"model.{k}") for k, v in values.items()}
+    converted = {k: convert_value(v, hints[k], f"model.{k}") for k, v in values.items()}
     try:
         cacd = CACDConfig.from_dict(converted)
     except (TypeError, ValueError) as err:
         raise ValueError(f"model: {err}") from None
     if "pretrained" in extra:
-        extra["pretrained"] = _convert(extra["pretrained"], str | None, "model.pretrained")
+        extra["pretrained"] = convert_value(extra["pretrained"], str | None, "model.pretrained")
     if "label_set" in extra:
-        extra["label_set"] = _convert(extra["label_set"], str, "model.label_set")
+        extra["label_set"] = convert_value(extra["label_set"], str, "model.label_set")
     return ModelSection(cacd=cacd, **extra)
-
-
-def _build(cls: type, values: object, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, converting each value to its field type."""
-    values = _mapping(values, prefix)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    _reject_unknown(values, names, f"{prefix}.")
-    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"{prefix}: {err}") from None
-
-
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    """Convert a YAML value to ``hint`` (bool, int, float, str, dict, tuple, optional)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _convert_union(value, typing.get_args(hint), key)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        _check(isinstance(value, (list, tuple)), key, value, f"a list of {len(args)} values")
-        _check(len(value) == len(args), key, value, f"a list of {len(args)} values")
-        return tuple(_convert(v, a, key) for v, a in zip(value, args))
-    if hint is dict or origin is dict:
-        return dict(_mapping(value, key))
-    converter = _SCALARS.get(hint)
-    return value if converter is None else converter(value, key)
-
-
-def _convert_union(value: Any, options: tuple[Any, ...], key: str) -> Any:
-    if value is None:
-        if type(None) in options:
-            return None
-        raise _fail(key, value, "set (null is not allowed)")
-    errors = []
-    for option in (o for o in options if o is not type(None)):
-        try:
-            return _convert(value, option, key)
-        except ValueError as err:
-            errors.append(err)
-    raise errors[0]
-
-
-def _to_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "on", "off"):
-        return value.lower() in ("true", "on")
-    raise _fail(key, value, "true or false")
-
-
-def _to_int(value: Any, key: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return int(value)
-    raise _fail(key, value, "an integer")
-
-
-def _to_float(value: Any, key: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
-        with contextlib.suppress(ValueError):
-            return float(value)
-    raise _fail(key, value, "a number")
-
-
-def _to_str(value: Any, key: str) -> str:
-    if isinstance(value, str):
-        return value
-    if value is False and key == "train.amp":
-        return "off"  # YAML 1.1 reads a bare ``off`` as false
-    raise _fail(key, value, "a string")
-
-
-_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

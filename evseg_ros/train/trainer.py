@@ -1,11 +1,12 @@
-"""The CACD training loop: data, model, losses, optimiser, validation, checkpoints, DDP.
+"""The CACD training loop: builds data, model and optimiser from a config and runs the steps.
 
 One :class:`Trainer` runs one :class:`~evseg_ros.train.config.TrainConfig`:
 
 * model :class:`~evseg_ros.model.cacd.CACDNet` + training-only parts: the per-branch auxiliary
-  classifiers (:class:`BranchHead`, needed by JBCD's content term) and the HFCA projection
-  heads inside :class:`~evseg_ros.train.losses.CACDLoss`; all trainable parts sit in one
-  :class:`TrainingModule` so DDP averages every gradient, the projection heads' included;
+  classifiers (:class:`~evseg_ros.train.heads.BranchHead`, needed by JBCD's content term) and
+  the HFCA projection heads inside :class:`~evseg_ros.train.losses.CACDLoss`; all trainable
+  parts sit in one :class:`~evseg_ros.train.training_module.TrainingModule` so DDP averages
+  every gradient, the projection heads' included;
 * Adam/AdamW, warm-up + polynomial learning rate per optimiser step, gradient accumulation,
   autocast (bf16/fp16) on CUDA only, optional gradient clipping;
 * validation with :class:`~evseg_ros.eval.metrics.ConfusionMatrix`: mIoU, per-class IoU and
@@ -20,23 +21,26 @@ One :class:`Trainer` runs one :class:`~evseg_ros.train.config.TrainConfig`:
 * DDP when started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``): nccl on CUDA, gloo
   on CPU, one data shard per rank, metrics reduced across ranks, only rank 0 writes.
 
-Exact resume: data order is a pure function of ``(seed, epoch)`` (see :class:`EpochSampler`),
-augmentation of ``(seed, epoch, index)`` (the datasets' own rule), the DataLoader's worker seed
-comes from a generator reseeded per epoch, and the checkpoint restores torch / numpy / python /
-CUDA RNG states and the loss sampling generator last, after everything that consumes random
-numbers while being built. Resuming after ``k`` steps therefore gives the weights of an
-uninterrupted run (bit-identical on CPU).
+Exact resume: data order is a pure function of ``(seed, epoch)`` (see
+:class:`~evseg_ros.train.sampling.EpochSampler`), augmentation of ``(seed, epoch, index)`` (the
+datasets' own rule), the DataLoader's worker seed comes from a generator reseeded per epoch, and
+the checkpoint restores torch / numpy / python / CUDA RNG states and the loss sampling generator
+last, after everything that consumes random numbers while being built. Resuming after ``k``
+steps therefore gives the weights of an uninterrupted run (bit-identical on CPU).
+
+The parts with one job each live beside this module: :mod:`.distributed` (rank layout and
+reductions), :mod:`.sampling` (data order), :mod:`.heads` and :mod:`.training_module` (what DDP
+wraps), :mod:`.schedule` (learning rate), :mod:`.evaluation` (validation metrics),
+:mod:`.checkpoint` (files and random states) and :mod:`.metrics_log` (``metrics.csv``); this
+module only wires them into the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -46,43 +50,32 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from evseg_ros.eval.metrics import ConfusionMatrix
-from evseg_ros.labels import VOID
 from evseg_ros.model.cacd import CACD_ARCH, CACDNet
-from evseg_ros.train.config import TrainConfig
-from evseg_ros.train.losses import (
-    CACDLoss,
-    NonFiniteLossError,
-    check_finite,
-    segmentation_cross_entropy,
+from evseg_ros.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    load_training_checkpoint,
+    prune_oldest,
+    restore_rng_state,
+    save_atomically,
 )
-from evseg_ros.train.semi import EmaTeacher, PseudoLabeler, load_frame_teacher, soft_target_loss
+from evseg_ros.train.config import TrainConfig
+from evseg_ros.train.distributed import DistributedContext, all_ranks_ok, mean_over_ranks
+from evseg_ros.train.evaluation import evaluate, validation_columns, validation_row
+from evseg_ros.train.heads import BranchHead
+from evseg_ros.train.losses import CACDLoss, NonFiniteLossError, check_finite
+from evseg_ros.train.metrics_log import MetricsLog, format_row
+from evseg_ros.train.sampling import EpochSampler
+from evseg_ros.train.schedule import poly_lr_factor
+from evseg_ros.train.semi import EmaTeacher, PseudoLabeler, load_frame_teacher
+from evseg_ros.train.training_module import TrainingModule
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CONDITIONS",
-    "BranchHead",
-    "DistributedContext",
-    "EpochSampler",
-    "NonFiniteTrainingError",
-    "TrainResult",
-    "Trainer",
-    "TrainingModule",
-    "evaluate",
-    "poly_lr_factor",
-]
+__all__ = ["NonFiniteTrainingError", "TrainResult", "Trainer"]
 
 _LOG = logging.getLogger(__name__)
-
-#: Version of the checkpoint layout written by :meth:`Trainer.save_checkpoint`.
-CHECKPOINT_FORMAT = 1
-#: Conditions always reported (as empty when absent) so the CSV columns stay fixed.
-CONDITIONS = ("normal", "night", "glare")
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -102,471 +95,10 @@ class NonFiniteTrainingError(RuntimeError):
         )
 
 
-# --------------------------------------------------------------------------------------------
-# Distributed set-up
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """Rank layout of this process (world size 1 when not started by ``torchrun``)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        """Whether gradients and metrics are exchanged with other processes."""
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the only process that logs and writes files."""
-        return self.rank == 0
-
-    @classmethod
-    def from_environment(cls, device_type: str) -> DistributedContext:
-        """Join the process group ``torchrun`` describes in the environment, if any.
-
-        Uses nccl on CUDA and gloo on CPU. An already initialised group is reused.
-        """
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1 or "RANK" not in os.environ:
-            return cls()
-        rank = int(os.environ["RANK"])
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        initialised_here = False
-        if not dist.is_initialized():
-            backend = "nccl" if device_type == "cuda" else "gloo"
-            if device_type == "cuda":
-                torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-            initialised_here = True
-        return cls(rank, world_size, local_rank, initialised_here)
-
-    def close(self) -> None:
-        """Leave the process group if this context created it."""
-        if self.initialised_here and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-# --------------------------------------------------------------------------------------------
-# Data order
-# --------------------------------------------------------------------------------------------
-
-
-class EpochSampler(Sampler[int]):
-    """Indices of one rank's shard of one epoch, as a pure function of ``(seed, epoch)``.
-
-    Like ``DistributedSampler``: one permutation per epoch (from ``seed`` and ``epoch``),
-    padded by repetition to a multiple of ``world_size`` when ``pad`` (training, so every rank
-    does the same number of steps), every ``world_size``-th index from ``rank`` on. ``start``
-    skips the first indices of the shard, which is how a resumed run continues mid-epoch
-    without loading the skipped samples.
-
-    Args:
-        size: Dataset length.
-        seed: Seed of the permutation.
-        shuffle: Permute (training) or keep the dataset order (validation).
-        rank: This process's rank.
-        world_size: Number of processes.
-        pad: Repeat indices so every rank gets the same count.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        *,
-        seed: int,
-        shuffle: bool,
-        rank: int = 0,
-        world_size: int = 1,
-        pad: bool = True,
-    ) -> None:
-        if size <= 0:
-            msg = f"cannot sample from an empty dataset (size {size!r})"
-            raise ValueError(msg)
-        self.size = size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.pad = pad
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
-        """Select the epoch and the first index of the shard to yield."""
-        self.epoch = int(epoch)
-        self.start = int(start)
-
-    def shard(self) -> list[int]:
-        """This rank's indices of the current epoch, before ``start`` is applied."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
-        if self.pad and len(order) % self.world_size:
-            missing = self.world_size - len(order) % self.world_size
-            order += (order * (missing // len(order) + 1))[:missing]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.shard()[self.start :])
-
-    def __len__(self) -> int:
-        return max(0, len(self.shard()) - self.start)
-
-
 def _collate(samples: list[dict]) -> dict:
     from evseg_ros.train.datasets import collate
 
     return collate(samples)
-
-
-# --------------------------------------------------------------------------------------------
-# Training-only modules
-# --------------------------------------------------------------------------------------------
-
-
-class BranchHead(nn.Module):
-    """Class scores of one encoder branch on its own (training-only, never exported).
-
-    JBCD's content term compares the per-class spatial distributions of the image and the
-    event branch, which needs class scores from each branch before fusion. The network has
-    none, so each branch gets this small SegFormer-like head: every stage is projected to
-    ``channels`` by a 1x1 convolution, upsampled to stage 1 (1/4 resolution), summed, and
-    classified by a 1x1 convolution. Using all stages (not only the coarsest at 1/32) keeps
-    the region maps of Eq. 7 fine enough for small crops.
-
-    Args:
-        stage_channels: Channels of the four encoder stages.
-        num_classes: Output classes.
-        channels: Hidden width.
-    """
-
-    def __init__(self, stage_channels: tuple[int, ...], num_classes: int, *, channels: int = 64):
-        super().__init__()
-        self.projections = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in stage_channels)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, stage_maps: list[Tensor]) -> Tensor:
-        """Four stage maps -> ``(batch, num_classes, H / 4, W / 4)``."""
-        size = stage_maps[0].shape[-2:]
-        summed = None
-        for projection, stage in zip(self.projections, stage_maps):
-            mapped = F.interpolate(
-                projection(stage), size=size, mode="bilinear", align_corners=False
-            )
-            summed = mapped if summed is None else summed + mapped
-        return self.classifier(F.relu(summed))
-
-
-def _upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-class TrainingModule(nn.Module):
-    """Everything that has trainable parameters, behind one ``forward`` (what DDP wraps).
-
-    One forward computes the whole objective of a micro-batch, the unlabelled part included,
-    so DDP sees one forward per backward and averages every gradient (network, auxiliary heads,
-    HFCA projection heads).
-
-    Args:
-        model: The network.
-        criterion: The CACD loss (holds the projection heads).
-        image_head: Auxiliary classifier of the image branch, or ``None``.
-        event_head: Auxiliary classifier of the event branch, or ``None``.
-        aux_weight: Weight of each auxiliary head's cross-entropy.
-        pseudo_weight: Weight of the pseudo-label cross-entropy.
-        consistency_weight: Weight of the EMA-teacher consistency term.
-        temperature: Temperature of the consistency term.
-    """
-
-    def __init__(
-        self,
-        model: CACDNet,
-        criterion: CACDLoss,
-        *,
-        image_head: BranchHead | None = None,
-        event_head: BranchHead | None = None,
-        aux_weight: float = 0.4,
-        pseudo_weight: float = 1.0,
-        consistency_weight: float = 1.0,
-        temperature: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.criterion = criterion
-        self.image_head = image_head
-        self.event_head = event_head
-        self.aux_weight = aux_weight
-        self.pseudo_weight = pseudo_weight
-        self.consistency_weight = consistency_weight
-        self.temperature = temperature
-
-    def forward(
-        self,
-        image: Tensor,
-        events: Tensor,
-        labels: Tensor,
-        instances: Tensor,
-        *,
-        unlabelled_image: Tensor | None = None,
-        unlabelled_events: Tensor | None = None,
-        pseudo_labels: Tensor | None = None,
-        soft_targets: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total loss and its unweighted parts (detached scalars) for one micro-batch."""
-        output = self.model.forward_features(image, events)
-        image_logits = event_logits = None
-        if self.image_head is not None and output.image_features:
-            image_logits = self.image_head(output.image_features)
-        if self.event_head is not None and output.event_features:
-            event_logits = self.event_head(output.event_features)
-        result = self.criterion(
-            logits=output.logits,
-            labels=labels,
-            image=image,
-            image_features=output.image_features or None,
-            event_features=output.event_features or None,
-            instance_masks=instances,
-            image_logits=image_logits,
-            event_logits=event_logits,
-            generator=generator,
-        )
-        total = result.total
-        parts = {name: total.new_tensor(value) for name, value in result.parts.items()}
-        size = tuple(labels.shape[-2:])
-        for name, logits in (("aux_image", image_logits), ("aux_event", event_logits)):
-            if logits is not None:
-                value = segmentation_cross_entropy(_upsample(logits, size), labels)
-                total = total + self.aux_weight * value
-                parts[name] = value.detach()
-        if unlabelled_image is not None and unlabelled_events is not None:
-            student = self.model.forward_features(unlabelled_image, unlabelled_events)
-            if pseudo_labels is not None:
-                target_logits = student.logits
-                if self.event_head is not None and student.event_features:
-                    # The event path: the event branch's own head in the fused network.
-                    target_logits = _upsample(
-                        self.event_head(student.event_features), tuple(pseudo_labels.shape[-2:])
-                    )
-                value = segmentation_cross_entropy(target_logits, pseudo_labels)
-                total = total + self.pseudo_weight * value
-                parts["pseudo"] = value.detach()
-            if soft_targets is not None:
-                value = soft_target_loss(student.logits, soft_targets, temperature=self.temperature)
-                total = total + self.consistency_weight * value
-                parts["consistency"] = value.detach()
-        parts["total"] = total.detach()
-        return total, parts
-
-
-def poly_lr_factor(
-    step: int,
-    *,
-    total_steps: int,
-    power: float,
-    warmup_steps: int = 0,
-    warmup_ratio: float = 1e-3,
-    min_ratio: float = 0.0,
-) -> float:
-    """Learning-rate factor of optimiser step ``step`` (0-based): warm-up, then poly decay.
-
-    Linear from ``warmup_ratio`` to 1 over ``warmup_steps``; then
-    ``min_ratio + (1 - min_ratio) * (1 - progress) ** power`` with progress 0 at the end of
-    warm-up and 1 at ``total_steps``.
-    """
-    if warmup_steps and step < warmup_steps:
-        return warmup_ratio + (1.0 - warmup_ratio) * step / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
-    return min_ratio + (1.0 - min_ratio) * (1.0 - progress) ** power
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def _summary(matrix: ConfusionMatrix, class_names: tuple[str, ...], frames: int) -> dict:
-    iou = matrix.iou()
-    return {
-        "miou": _nan_to_none(matrix.miou()),
-        "pixel_accuracy": _nan_to_none(matrix.pixel_accuracy()),
-        "iou": {name: _nan_to_none(v) for name, v in zip(class_names, iou)},
-        "frames": frames,
-        "pixels": matrix.total,
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    *,
-    num_classes: int,
-    class_names: tuple[str, ...],
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-    context: DistributedContext | None = None,
-) -> dict:
-    """mIoU, pixel accuracy and per-class IoU, overall and per ``condition``.
-
-    The confusion matrices of all ranks are summed before the statistics are taken, so a
-    distributed validation reports exactly what one process over the whole set would.
-
-    Args:
-        model: ``(image, events) -> logits``; evaluated in eval mode (restored after).
-        loader: Batches of sample dicts (``image``, ``events``, ``label``, ``condition``).
-        num_classes: Classes of the model.
-        class_names: Names for the per-class IoU entries.
-        device: Where the model runs.
-        autocast_dtype: CUDA autocast dtype, or ``None`` for full precision.
-        context: Rank layout; matrices are gathered when distributed.
-
-    Returns:
-        ``{"overall": summary, "conditions": {name: summary}}`` where a summary has
-        ``miou``, ``pixel_accuracy``, ``iou`` (by class name), ``frames`` and ``pixels``;
-        undefined values (nothing labelled) are ``None``.
-    """
-    was_training = model.training
-    model.eval()
-    matrices: dict[str, ConfusionMatrix] = {}
-    frames: dict[str, int] = {}
-    try:
-        for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            events = batch["events"].to(device, non_blocking=True)
-            autocast = (
-                torch.autocast(device_type=device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
-            )
-            with autocast:
-                logits = model(image, events)
-            prediction = logits.argmax(dim=1).cpu().numpy()
-            labels = batch["label"].numpy()
-            for index, condition in enumerate(batch["condition"]):
-                for key in ("__all__", str(condition)):
-                    matrix = matrices.setdefault(key, ConfusionMatrix(num_classes, VOID))
-                    matrix.update(prediction[index], labels[index])
-                    frames[key] = frames.get(key, 0) + 1
-    finally:
-        model.train(was_training)
-    if context is not None and context.enabled:
-        gathered: list[Any] = [None] * context.world_size
-        dist.all_gather_object(gathered, {k: (m.matrix, frames[k]) for k, m in matrices.items()})
-        matrices, frames = {}, {}
-        for part in gathered:
-            for key, (counts, count) in part.items():
-                matrix = matrices.setdefault(key, ConfusionMatrix(num_classes, VOID))
-                matrix.matrix += counts
-                frames[key] = frames.get(key, 0) + count
-    overall = matrices.get("__all__", ConfusionMatrix(num_classes, VOID))
-    conditions = {
-        key: _summary(matrix, class_names, frames[key])
-        for key, matrix in sorted(matrices.items())
-        if key != "__all__"
-    }
-    return {
-        "overall": _summary(overall, class_names, frames.get("__all__", 0)),
-        "conditions": conditions,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoint files and random states
-# --------------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict:
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["name"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    python_state = state["python"]
-    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(payload: dict, paths: list[Path]) -> None:
-    """Serialise once, then give the file every name in ``paths`` (hard links where possible).
-
-    Each name is replaced by an atomic rename, so a crash never leaves a truncated checkpoint
-    and ``best.pt`` keeps its own content when ``last.pt`` is replaced later.
-    """
-    first = paths[0]
-    tmp = first.with_name(f".{first.name}.tmp")
-    torch.save(payload, tmp)
-    try:
-        for path in paths[1:]:
-            link = path.with_name(f".{path.name}.tmp")
-            link.unlink(missing_ok=True)
-            try:
-                os.link(tmp, link)
-            except OSError:
-                shutil.copyfile(tmp, link)
-            link.replace(path)
-        tmp.replace(first)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_training_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by :class:`Trainer` (tensors on CPU).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: Not a trainer checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        msg = f"checkpoint {str(path)!r} does not exist"
-        raise FileNotFoundError(msg)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("arch") != CACD_ARCH or "train_config" not in data:
-        msg = f"{str(path)!r} is not a CACD training checkpoint (no 'train_config')"
-        raise ValueError(msg)
-    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +114,8 @@ class TrainResult:
         steps: Optimiser steps done in total (including those before a resume).
         epoch: Epoch the last step belonged to.
         best_miou: Best validation mIoU (``None`` without validation).
-        metrics: Last validation result (see :func:`evaluate`), or ``None``.
+        metrics: Last validation result (see
+            :func:`~evseg_ros.train.evaluation.evaluate`), or ``None``.
         last_checkpoint: ``last.pt`` (``None`` on ranks other than 0).
         best_checkpoint: ``best.pt``, or ``None``.
         seconds: Wall time of this ``fit`` call.
@@ -664,8 +197,12 @@ class Trainer:
         else:
             # Different dropout / drop-path draws per rank; identical weights come from DDP.
             torch.manual_seed(train.seed + 1_000 * self.context.rank)
-        self._csv_columns = self._metric_columns()
-        self._tensorboard = None
+        self.metrics_log = MetricsLog(
+            self.output_dir,
+            self._metric_columns(),
+            enabled=self.context.is_main,
+            tensorboard=train.log == "tensorboard",
+        )
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod
@@ -902,7 +439,7 @@ class Trainer:
         self.best_miou = checkpoint.get("best_miou")
         self.last_metrics = checkpoint.get("val_metrics")
         self.loss_generator.set_state(checkpoint["loss_generator"])
-        _set_rng_state(checkpoint["rng"])
+        restore_rng_state(checkpoint["rng"])
         if self.context.is_main:
             _LOG.info(
                 "resumed at step %d (epoch %d, batch %d)",
@@ -934,7 +471,7 @@ class Trainer:
             "val_metrics": self.last_metrics,
             "world_size": self.context.world_size,
             "loss_generator": self.loss_generator.get_state(),
-            "rng": _rng_state(),
+            "rng": capture_rng_state(),
         }
         for name in ("image_head", "event_head"):
             head = getattr(self.module, name)
@@ -961,15 +498,13 @@ class Trainer:
             paths.append(self.output_dir / f"step_{self.step:07d}.pt")
         if best:
             paths.append(self.output_dir / "best.pt")
-        _atomic_save(payload, paths)
+        save_atomically(payload, paths)
         self.last_checkpoint = last
         if best:
             self.best_checkpoint = paths[-1]
         if periodic:
             self._periodic.append(paths[1])
-            keep = self.config.train.keep_checkpoints
-            while keep and len(self._periodic) > keep:
-                self._periodic.pop(0).unlink(missing_ok=True)
+            prune_oldest(self._periodic, self.config.train.keep_checkpoints)
 
     # -- logging -----------------------------------------------------------------------------
     def _metric_columns(self) -> list[str]:
@@ -989,60 +524,8 @@ class Trainer:
             parts.append("consistency")
         columns = ["step", "epoch", "lr", "step_seconds", *parts]
         if self.val_loader is not None:
-            columns += ["val_miou", "val_pixel_accuracy"]
-            columns += [f"val_miou_{name}" for name in CONDITIONS]
-            columns += [f"val_iou_{name}" for name in self.config.model.labels.classes]
+            columns += validation_columns(self.config.model.labels.classes)
         return columns
-
-    def _write_row(self, row: dict[str, Any]) -> None:
-        if not self.context.is_main:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "metrics.csv"
-        new_file = not path.exists()
-        with path.open("a", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=self._csv_columns, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
-        if self._tensorboard is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self._tensorboard.add_scalar(key, value, row["step"])
-
-    def _prepare_logs(self) -> None:
-        if not self.context.is_main:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
-        path = self.output_dir / "metrics.csv"
-        if path.exists():
-            # Drop rows a crashed run wrote after the checkpoint being resumed, and rows of
-            # another layout (an overwritten run), so the file describes this run only.
-            with path.open(newline="") as stream:
-                reader = csv.DictReader(stream)
-                same_layout = reader.fieldnames == self._csv_columns
-                rows = [r for r in reader if same_layout and int(r["step"]) <= self.step]
-            with path.open("w", newline="") as stream:
-                writer = csv.DictWriter(stream, fieldnames=self._csv_columns)
-                writer.writeheader()
-                writer.writerows(rows)
-        if self.config.train.log == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                _LOG.warning("train.log=tensorboard but tensorboard is not installed; CSV only")
-            else:
-                self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
-
-    def _reduce_parts(self, parts: dict[str, float]) -> dict[str, float]:
-        if not self.context.enabled:
-            return parts
-        names = sorted(parts)
-        values = torch.tensor([parts[n] for n in names], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        values /= self.context.world_size
-        return dict(zip(names, values.tolist()))
 
     # -- the loop ----------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
@@ -1116,11 +599,9 @@ class Trainer:
             check_finite(values)
         except NonFiniteLossError as err:
             problem = (err.part, err.value)
-        if self.context.enabled:
-            flag = torch.tensor([0.0 if problem else 1.0], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            if problem is None and flag.item() == 0.0:
-                problem = ("(non-finite on another rank)", float("nan"))
+        ok_everywhere = all_ranks_ok(problem is None, self.context, device=self.device)
+        if problem is None and not ok_everywhere:
+            problem = ("(non-finite on another rank)", float("nan"))
         if problem is not None:
             raise NonFiniteTrainingError(
                 step=self.step + 1,
@@ -1184,7 +665,7 @@ class Trainer:
         config = self.config
         train = config.train
         accumulation = train.grad_accumulation
-        self._prepare_logs()
+        self.metrics_log.open(config_yaml=self.config.to_yaml(), step=self.step)
         self.module.train()
         unlabelled = self._unlabelled_batches() if self.unlabelled_loader is not None else None
         progress = self._progress()
@@ -1246,7 +727,7 @@ class Trainer:
                             "epoch": self.epoch,
                             "lr": lr,
                             "step_seconds": sum(step_times) / len(step_times),
-                            **self._reduce_parts(mean),
+                            **mean_over_ranks(mean, self.context, device=self.device),
                         }
                         if self.pseudo_labeler is not None:
                             row["pseudo_kept_fraction"] = self.pseudo_labeler.counters.kept_fraction
@@ -1261,19 +742,18 @@ class Trainer:
                             best = True
                         row = {
                             **(row or {"step": self.step, "epoch": self.epoch, "lr": lr}),
-                            **self._metric_row(metrics),
+                            **validation_row(metrics),
                         }
                     if row is not None:
-                        self._write_row(row)
+                        self.metrics_log.write(row)
                         if self.context.is_main:
-                            _LOG.info("%s", _format_row(row, self.total_steps))
+                            _LOG.info("%s", format_row(row, self.total_steps))
                     if periodic or best or last or self.step == target:
                         self.save_checkpoint(periodic=periodic, best=best)
         finally:
             if progress is not None:
                 progress.close()
-            if self._tensorboard is not None:
-                self._tensorboard.close()
+            self.metrics_log.close()
         return TrainResult(
             steps=self.step,
             epoch=self.epoch,
@@ -1284,28 +764,6 @@ class Trainer:
             seconds=time.perf_counter() - started,
         )
 
-    def _metric_row(self, metrics: dict) -> dict[str, Any]:
-        overall = metrics["overall"]
-        row: dict[str, Any] = {
-            "val_miou": overall["miou"],
-            "val_pixel_accuracy": overall["pixel_accuracy"],
-        }
-        for name in CONDITIONS:
-            subset = metrics["conditions"].get(name)
-            row[f"val_miou_{name}"] = subset["miou"] if subset else None
-        for name, value in overall["iou"].items():
-            row[f"val_iou_{name}"] = value
-        return row
-
     def close(self) -> None:
         """Leave the process group (if this trainer joined it)."""
         self.context.close()
-
-
-def _format_row(row: Mapping[str, Any], total_steps: int) -> str:
-    shown = []
-    for key, value in row.items():
-        if key in ("step", "epoch") or key.startswith("val_iou_") or value is None:
-            continue
-        shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-    return f"step {row['step']}/{total_steps} epoch {row['epoch']}: " + ", ".join(shown)

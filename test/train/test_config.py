@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evseg_ros.train.config import TrainConfig, apply_overrides, load_train_config, parse_override
+from evseg_ros.train.config import TrainConfig, load_train_config
+from evseg_ros.train.config_overrides import apply_overrides, parse_override
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
 

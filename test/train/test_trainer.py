@@ -13,12 +13,7 @@ import torch
 from evseg_ros.labels import DSEC_11
 from evseg_ros.model.cacd import load_cacd_checkpoint
 from evseg_ros.train.config import TrainConfig
-from evseg_ros.train.trainer import (
-    EpochSampler,
-    NonFiniteTrainingError,
-    Trainer,
-    poly_lr_factor,
-)
+from evseg_ros.train.trainer import NonFiniteTrainingError, Trainer
 
 SIZE = 64
 CONDITIONS = ("normal", "night", "glare")
@@ -199,26 +194,3 @@ def test_resume_rejects_a_checkpoint_of_another_model(data_root, tmp_path):
     other = tiny_config(data_root, tmp_path / "b", model={"decoder_channels": 16})
     with pytest.raises(ValueError, match="model section"):
         Trainer(other, resume=tmp_path / "a" / "last.pt")
-
-
-def test_poly_schedule_with_warmup():
-    options = {"total_steps": 110, "power": 0.9, "warmup_steps": 10, "warmup_ratio": 0.1}
-    assert poly_lr_factor(0, **options) == pytest.approx(0.1)
-    assert poly_lr_factor(5, **options) == pytest.approx(0.55)
-    assert poly_lr_factor(10, **options) == pytest.approx(1.0)
-    assert poly_lr_factor(60, **options) == pytest.approx(0.5**0.9)
-    assert poly_lr_factor(110, **options) == pytest.approx(0.0)
-
-
-def test_epoch_sampler_shards_cover_the_epoch_and_skip_on_resume():
-    shards = [EpochSampler(7, seed=3, shuffle=True, rank=r, world_size=2) for r in range(2)]
-    for sampler in shards:
-        sampler.set_epoch(1)
-    first, second = (list(s) for s in shards)
-    assert len(first) == len(second) == 4
-    assert set(first) | set(second) == set(range(7))
-    again = EpochSampler(7, seed=3, shuffle=True, rank=0, world_size=2)
-    again.set_epoch(1, start=2)
-    assert list(again) == first[2:]
-    again.set_epoch(2)
-    assert list(again) != first
