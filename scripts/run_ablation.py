@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     heading = (
         f"# CACD ablation on the simulated rig\n\nmIoU in % on held-out seeds "
         f"{args.test_seeds}; MiT-B0, {args.steps} steps of batch {args.batch_size}, frames "
-        f"scaled to {args.size} px high, seed {args.seed}.\n\n"
+        f"scaled to {args.size} px high, seed {args.seed}.\n\nReproduce: `{report['command']}`\n\n"
     )
     table_path.write_text(heading + table + "\n")
     print(table)
