@@ -10,7 +10,7 @@ node loads (inputs ``image``, ``events``; outputs ``mask`` and, unless ``--no-lo
 
 torch is imported inside the commands, so ``evseg --help`` stays fast and works without it.
 The top-level ``evseg`` tool adds these two commands with :func:`add_train_parser` and
-:func:`add_export_parser`; ``python -m evseg_ros.train.cli`` offers them on their own.
+:func:`add_export_parser`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from pathlib import Path
 __all__ = [
     "add_export_parser",
     "add_train_parser",
-    "build_parser",
-    "main",
     "run_export",
     "run_train",
 ]
@@ -155,23 +153,3 @@ def _provenance(data: dict, path: Path, *, ema: bool) -> str:
     source = ", ".join(f"{k}={train[k]}" for k in ("type", "root", "seeds") if k in train)
     weights = "EMA teacher" if ema else "student"
     return f"{source or 'unknown data'}; step {data.get('step', '?')}; {weights}; {path.name}"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Parser with the ``train`` and ``export`` commands (for ``python -m``)."""
-    parser = argparse.ArgumentParser(prog="evseg", description=__doc__.split("\n\n")[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(subparsers)
-    add_export_parser(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m evseg_ros.train.cli train|export ...``."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

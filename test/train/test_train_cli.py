@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from evseg_ros.cli import main
 from evseg_ros.runtime import create_backend
-from evseg_ros.train.cli import main
 
 SIZE = 64
 

@@ -29,6 +29,7 @@ __all__ = [
     "DatasetCounters",
     "RawSample",
     "SegmentationDataset",
+    "check_problems",
     "describe_problems",
     "read_conditions",
     "read_label",
@@ -268,6 +269,25 @@ class SegmentationDataset(Dataset):
             condition=raw.condition,
             instances_source=source.value,
             has_image=raw.image is not None,
+        )
+
+
+def check_problems(
+    counters: DatasetCounters, folder: Path, problems: dict[str, str], *, usable: int,
+    what: str, empty_message: str,
+) -> None:
+    """Fail when nothing is usable; otherwise count the skipped items and warn once.
+
+    Raises:
+        DatasetError: ``usable`` is 0 (names up to five problems, or ``empty_message``).
+    """
+    if not usable:
+        msg = f"no usable {what} in " + describe_problems(folder, problems)
+        raise DatasetError(msg if problems else empty_message)
+    if problems:
+        counters.skipped_samples = len(problems)
+        _LOG.warning(
+            "skipping %d unusable %s: %s", len(problems), what, describe_problems(folder, problems)
         )
 
 

@@ -55,7 +55,7 @@ from evseg_ros.train.datasets.base import (
     UNKNOWN_CONDITION,
     RawSample,
     SegmentationDataset,
-    describe_problems,
+    check_problems,
     read_conditions,
     read_label,
     read_rgb,
@@ -356,18 +356,11 @@ class DsecSemanticDataset(SegmentationDataset):
         self.index = [
             (s, i) for s, sequence in enumerate(self.sequences) for i in range(len(sequence.labels))
         ]
-        if not self.index:
-            msg = "no usable DSEC sequence in " + describe_problems(self.split_dir, self.problems)
-            if not self.problems:
-                msg = f"no labelled sequence in {str(self.split_dir)!r}"
-            raise DatasetError(msg)
-        if self.problems:
-            self.counters.skipped_samples = len(self.problems)
-            _LOG.warning(
-                "skipping %d DSEC sequences: %s",
-                len(self.problems),
-                describe_problems(self.split_dir, self.problems),
-            )
+        check_problems(
+            self.counters, self.split_dir, self.problems, usable=len(self.index),
+            what="DSEC sequences",
+            empty_message=f"no labelled sequence in {str(self.split_dir)!r}",
+        )
         self._check_frame_sizes()
         conditions_file = self.split_dir / "conditions.csv"
         self.conditions = read_conditions(conditions_file) if conditions_file.is_file() else {}

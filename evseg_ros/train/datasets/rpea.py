@@ -41,7 +41,7 @@ from evseg_ros.train.datasets.base import (
     UNKNOWN_CONDITION,
     RawSample,
     SegmentationDataset,
-    describe_problems,
+    check_problems,
     read_conditions,
     read_label,
     read_rgb,
@@ -168,18 +168,11 @@ class RpeaDataset(SegmentationDataset):
         self.bins = bins
         self.channels = GridAccumulator(1, 1, representation, bins=bins).channels
         self.samples, self.problems = scan_split(self.split_dir)
-        if not self.samples:
-            msg = "no complete sample in " + describe_problems(self.split_dir, self.problems)
-            if not self.problems:
-                msg = f"no images in {str(self.split_dir / 'images')!r}"
-            raise DatasetError(msg)
-        if self.problems:
-            self.counters.skipped_samples = len(self.problems)
-            _LOG.warning(
-                "skipping %d incomplete samples in %s",
-                len(self.problems),
-                describe_problems(self.split_dir, self.problems),
-            )
+        check_problems(
+            self.counters, self.split_dir, self.problems, usable=len(self.samples),
+            what="samples",
+            empty_message=f"no images in {str(self.split_dir / 'images')!r}",
+        )
         conditions_file = self.split_dir / "conditions.csv"
         self.conditions = read_conditions(conditions_file) if conditions_file.is_file() else {}
         self._accumulators: dict[tuple[int, int], GridAccumulator] = {}

@@ -158,7 +158,7 @@ def test_broken_sequences_are_skipped_or_reported(tmp_path, caplog) -> None:
     assert len(dataset) == 2 and dataset.counters.skipped_samples == 2
     assert "2 labels but" in dataset.problems["bad"]
     assert "events.h5" in dataset.problems["no_events"]
-    assert "skipping 2 DSEC sequences" in caplog.text
+    assert "skipping 2 unusable DSEC sequences" in caplog.text
     with pytest.raises(DatasetError, match="no usable DSEC sequence"):
         DsecSemanticDataset(tmp_path, "train", sequences=["bad", "no_events"])
     with pytest.raises(ValueError, match="11 or 19"):

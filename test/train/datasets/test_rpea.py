@@ -146,7 +146,7 @@ def test_incomplete_samples_are_skipped_with_warning(tmp_path, caplog) -> None:
     assert dataset.counters.skipped_samples == 3
     assert set(dataset.problems) == {"b", "c", "orphan"}
     message = " ".join(r.getMessage() for r in caplog.records)
-    assert "skipping 3 incomplete samples" in message and "no labels/<name>.png" in message
+    assert "skipping 3 unusable samples" in message and "no labels/<name>.png" in message
 
 
 def test_nothing_usable_raises_naming_folder_and_five_names(tmp_path) -> None:
