@@ -310,6 +310,8 @@ class Trainer:
     def _build_model(self, *, pretrained: bool) -> None:
         config = self.config
         self.model = CACDNet(config.model.cacd)
+        if self.context.is_main:
+            _LOG.info("%s", self.model.describe())  # parameter counts per part
         if pretrained and config.model.pretrained:
             path = Path(config.model.pretrained)
             if not path.is_file():
