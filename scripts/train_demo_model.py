@@ -470,6 +470,15 @@ def _sim_config(args: argparse.Namespace) -> dict:
     return fields
 
 
+def with_cacd_ablation(card: str, out_dir: Path) -> str:
+    """Append the CACD ablation (``cacd_ablation.md``, written from ``scripts/run_ablation.py``)."""
+    ablation = out_dir / "cacd_ablation.md"
+    if not ablation.is_file():
+        return card
+    text = ablation.read_text().replace("# CACD ablation", "## CACD ablation", 1)
+    return card.rstrip() + "\n\n" + text
+
+
 def rewrite_card(out_dir: Path) -> int:
     """Regenerate the card from the saved report, e.g. after editing the card template."""
     metrics = out_dir / "demo_metrics.json"
@@ -477,7 +486,7 @@ def rewrite_card(out_dir: Path) -> int:
         print(f"no {metrics}; train first", file=sys.stderr)
         return 2
     report = json.loads(metrics.read_text())
-    (out_dir / "MODEL_CARD.md").write_text(model_card(report))
+    (out_dir / "MODEL_CARD.md").write_text(with_cacd_ablation(model_card(report), out_dir))
     print(f"rewrote {out_dir / 'MODEL_CARD.md'} from {metrics}")
     return 0
 
@@ -586,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "demo_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "MODEL_CARD.md").write_text(model_card(report))
+    (out_dir / "MODEL_CARD.md").write_text(with_cacd_ablation(model_card(report), out_dir))
     print(f"wrote {out_dir / 'MODEL_CARD.md'} in {report['total_seconds'] / 60:.1f} min total")
     return 0
 
