@@ -2,7 +2,7 @@
 
 Kept apart from the loop so the rest of the trainer sees one small object
 (:class:`DistributedContext`) and three plain functions instead of ``torch.distributed`` calls:
-on a single process (no ``torchrun``) every helper here is a no-op that returns its input.
+on a single process (no ``torchrun``) every function here is a no-op that returns its input.
 """
 
 from __future__ import annotations
