@@ -267,23 +267,11 @@ def accumulate_rates(
                 accumulator.accumulate(decoder, packet, frame, t0, t1)
             return frame
 
-        def interleaved_path(
-            accumulator: evt3_fast.FastFrameAccumulator = accumulator,
-        ) -> np.ndarray:
-            decoder = evt3_fast.FastEvt3Decoder(width=width, height=height)
-            frame = accumulator.new_frame(interleaved=True)
-            for packet in packets:
-                accumulator.accumulate(decoder, packet, frame, t0, t1)
-            return evt3_fast.planar_frame(frame)  # the conversion is part of the cost
-
-        reference = numpy_path()
-        for path in (fused_path, interleaved_path):
-            if not np.array_equal(reference, path()):
-                raise SystemExit(f"fused frame differs from EventFrameBuilder ({name})")
+        if not np.array_equal(numpy_path(), fused_path()):
+            raise SystemExit(f"fused frame differs from EventFrameBuilder ({name})")
         bench.rate("numpy decode + window cut + EventFrameBuilder.build", n_events, numpy_path)
         table = "no table (identity)" if accumulator.lut is None else "int32 table"
         bench.rate(f"numba decode_and_accumulate, {table}", n_events, fused_path)
-        bench.rate(f"numba decode_and_accumulate, {table}, interleaved", n_events, interleaved_path)
 
 
 def check_decoders(packets: Sequence[memoryview], width: int, height: int) -> int:

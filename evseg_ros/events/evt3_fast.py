@@ -59,7 +59,6 @@ __all__ = [
     "FrameAccumulation",
     "available",
     "decode_and_accumulate",
-    "planar_frame",
     "warm_up",
 ]
 
@@ -178,9 +177,6 @@ _LOWEST_BIT = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(1 <
 _NO_LIMIT = int(np.iinfo(np.int64).max)
 _RING = 32  # words between a frame update's prefetch and the update (a power of two)
 _LUT_AHEAD = 16  # words between a table entry's prefetch and its use
-#: Floats per pixel of an interleaved frame: ON count, OFF count, latest time, padding (so a
-#: pixel's count and time share one cache line: one memory access per event instead of two).
-_PIXEL_STRIDE = 4
 _LOW_CLIP = np.float32(1e-6)  # EventFrameBuilder clips normalised times to [1e-6, 1]
 
 
@@ -217,32 +213,13 @@ def _target(
 
 
 @_inline
-def _count_index(size: int, target: int, p: int, interleaved: bool) -> int:
-    """Flat index of the ON (p = 1) or OFF count of frame pixel ``target``."""
-    if interleaved:
-        return target * _PIXEL_STRIDE + (1 - p)
-    return (1 - p) * size + target
-
-
-@_inline
-def _time_index(size: int, target: int, interleaved: bool) -> int:
-    """Flat index of the latest-time value of frame pixel ``target``."""
-    if interleaved:
-        return target * _PIXEL_STRIDE + 2
-    return 2 * size + target
-
-
-@_inline
-def _add(
-    frame: np.ndarray, size: int, target: int, p: int, count: int, tnorm: np.float32,
-    interleaved: bool,
-) -> None:
+def _add(frame: np.ndarray, size: int, target: int, p: int, count: int, tnorm: np.float32) -> None:
     """Add ``count`` (0 or 1) events of polarity ``p`` at frame pixel ``target``.
 
     Unsigned indices: numba then emits no negative-index wraparound code.
     """
-    frame[np.uint64(_count_index(size, target, p, interleaved))] += np.float32(count)
-    slot = np.uint64(_time_index(size, target, interleaved))
+    frame[np.uint64((1 - p) * size + target)] += np.float32(count)
+    slot = np.uint64(2 * size + target)
     frame[slot] = max(frame[slot], tnorm)
 
 
@@ -272,7 +249,6 @@ def _loop(
     n_tr: int,
     accumulate: bool,
     identity: bool,
-    interleaved: bool,
     frame: np.ndarray,
     lut: np.ndarray,
     lut_width: int,
@@ -317,7 +293,7 @@ def _loop(
     n = words.size
     ev_cap = events.size
     tr_cap = triggers.size
-    size = frame.size // _PIXEL_STRIDE if interleaved else frame.size // 3
+    size = frame.size // 3
     lut_size = lut_width * lut_height
     y = state[_S_Y]
     base = state[_S_BASE]
@@ -389,8 +365,8 @@ def _loop(
                     fast_kept += kept
                 slot = np.uint64(i & (ring - 1))
                 _apply(frame, ring_count_at[slot], ring_time_at[slot], ring_time[slot])
-                count_at = _count_index(size, target, p, interleaved)
-                time_at = _time_index(size, target, interleaved)
+                count_at = (1 - p) * size + target
+                time_at = 2 * size + target
                 ring_count_at[slot] = count_at
                 ring_time_at[slot] = time_at
                 ring_time[slot] = tnorm * np.float32(kept)
@@ -453,7 +429,7 @@ def _loop(
                 else:
                     target = _target(x, y, lut, lut_width, lut_height, size, identity)
                     if target >= 0:
-                        _add(frame, size, target, p, 1, tnorm, interleaved)
+                        _add(frame, size, target, p, 1, tnorm)
                         accumulated += 1
                     else:
                         unmapped += 1
@@ -562,7 +538,7 @@ def _decode_kernel(
     no_lut = np.zeros(1, dtype=np.int32)
     return _loop(
         words, pos, t_limit, state, tally, width, height, events, n_ev, triggers, n_tr,
-        False, False, False, no_frame, no_lut, 1, 1, 0, 1,
+        False, False, no_frame, no_lut, 1, 1, 0, 1,
     )  # fmt: skip
 
 
@@ -583,33 +559,18 @@ def _fused_kernel(
     lut_width: int,
     lut_height: int,
     identity: bool,
-    interleaved: bool,
     t_start: int,
     t_end: int,
 ) -> tuple[int, int, int, int, int, int, int]:
-    """:func:`_loop` accumulating into ``frame`` (flat: 3 planes, or interleaved pixels).
-
-    Each combination of table / no table and layout is its own inlined copy of the loop, with
-    the flags constant in it.
-    """
+    """:func:`_loop` accumulating into ``frame`` (flat, 3 planes), with or without a table."""
     if identity:
-        if interleaved:
-            return _loop(
-                words, pos, t_limit, state, tally, width, height, no_events, 0, triggers, n_tr,
-                True, True, True, frame, lut, lut_width, lut_height, t_start, t_end,
-            )  # fmt: skip
         return _loop(
             words, pos, t_limit, state, tally, width, height, no_events, 0, triggers, n_tr,
-            True, True, False, frame, lut, lut_width, lut_height, t_start, t_end,
-        )  # fmt: skip
-    if interleaved:
-        return _loop(
-            words, pos, t_limit, state, tally, width, height, no_events, 0, triggers, n_tr,
-            True, False, True, frame, lut, lut_width, lut_height, t_start, t_end,
+            True, True, frame, lut, lut_width, lut_height, t_start, t_end,
         )  # fmt: skip
     return _loop(
         words, pos, t_limit, state, tally, width, height, no_events, 0, triggers, n_tr,
-        True, False, False, frame, lut, lut_width, lut_height, t_start, t_end,
+        True, False, frame, lut, lut_width, lut_height, t_start, t_end,
     )  # fmt: skip
 
 
@@ -865,36 +826,23 @@ class FastEvt3Decoder:
         return DecodedEvents(events, triggers), reached
 
 
-def _flat_frame(frame: object, *, interleaved: bool) -> tuple[np.ndarray, int, int]:
-    """Flat view of a frame and its (height, width), checked so the kernel cannot write past it.
+def _flat_frame(frame: object) -> np.ndarray:
+    """Flat view of a (3, H, W) float32 frame, checked so the kernel cannot write past it.
 
     Raises:
-        TypeError: not a writable C-contiguous float32 frame of the layout asked for:
-            (3, H, W) planar, or (H, W, 4) interleaved.
+        TypeError: not such a frame (type, dtype, shape or memory layout).
     """
-    ok = (
+    if not (
         isinstance(frame, np.ndarray)
         and frame.dtype == np.float32
         and frame.ndim == 3
+        and frame.shape[0] == 3
         and frame.size > 0
         and frame.flags.c_contiguous
         and frame.flags.writeable
-    )
-    if interleaved:
-        if not (ok and frame.shape[2] == _PIXEL_STRIDE):
-            raise TypeError(
-                f"interleaved frame must be a writable C-contiguous (H, W, {_PIXEL_STRIDE}) "
-                "float32 array, H, W > 0"
-            )
-        return frame.reshape(-1), frame.shape[0], frame.shape[1]
-    if not (ok and frame.shape[0] == 3):
+    ):
         raise TypeError("frame must be a writable C-contiguous (3, H, W) float32 array, H, W > 0")
-    return frame.reshape(-1), frame.shape[1], frame.shape[2]
-
-
-def planar_frame(interleaved: np.ndarray) -> np.ndarray:
-    """The (3, H, W) event frame of an interleaved (H, W, 4) accumulation buffer."""
-    return np.ascontiguousarray(interleaved[:, :, :3].transpose(2, 0, 1))
+    return frame.reshape(-1)
 
 
 def _flat_lut(lut: object, lut_width: object) -> np.ndarray:
@@ -923,7 +871,6 @@ def decode_and_accumulate(
     lut: np.ndarray | None = None,
     lut_width: int | None = None,
     stop_at_end: bool = False,
-    interleaved: bool = False,
 ) -> FrameAccumulation:
     """Decode one packet and add its events in ``[t_start_us, t_end_us)`` to ``frame``.
 
@@ -957,10 +904,6 @@ def decode_and_accumulate(
             hold it and the rest of the packet back for the next call (as ``decode_until``
             does), so that the next window starts there; by default such events are skipped
             and counted in ``outside_window``.
-        interleaved: ``frame`` is an (H, W, 4) buffer holding each pixel's ON count, OFF
-            count and time side by side (plus padding), so one event touches one cache line
-            instead of two; :func:`planar_frame` turns it into the (3, H, W) frame once the
-            window is complete. Same values, bit for bit.
 
     Returns:
         The packet's trigger edges and the window figures.
@@ -973,10 +916,10 @@ def decode_and_accumulate(
     """
     if not isinstance(decoder, FastEvt3Decoder):
         raise TypeError(f"decoder must be a FastEvt3Decoder, got {type(decoder).__name__!r}")
-    flat, height, width = _flat_frame(frame, interleaved=interleaved)
+    flat = _flat_frame(frame)
     identity = lut is None
     if lut is None:
-        table, table_width, table_height = _NO_LUT, width, height
+        table, table_width, table_height = _NO_LUT, frame.shape[2], frame.shape[1]
     else:
         table = _flat_lut(lut, lut_width)
         table_width = int(lut_width)  # type: ignore[arg-type]
@@ -991,7 +934,7 @@ def decode_and_accumulate(
         pos, _, n_tr, status, done, skipped, lost = _fused_kernel(
             words, pos, limit, decoder._state, decoder._tally, decoder.width, decoder.height,
             _NO_EVENTS, triggers, n_tr,
-            flat, table, table_width, table_height, identity, interleaved, t_start, t_end,
+            flat, table, table_width, table_height, identity, t_start, t_end,
         )  # fmt: skip
         accumulated += done
         outside += skipped
@@ -1043,14 +986,8 @@ class FastFrameAccumulator:
         #: Events in a window without a frame pixel, summed over all calls (builder's figure).
         self.unmapped_events = 0
 
-    def new_frame(self, *, interleaved: bool = False) -> np.ndarray:
-        """A zeroed frame to accumulate one window into: (3, H, W), or (H, W, 4) interleaved.
-
-        The interleaved buffer is the faster one to accumulate into (see
-        :func:`decode_and_accumulate`); :func:`planar_frame` gives its (3, H, W) frame.
-        """
-        if interleaved:
-            return np.zeros((self.height, self.width, _PIXEL_STRIDE), dtype=np.float32)
+    def new_frame(self) -> np.ndarray:
+        """A zeroed (3, H, W) float32 frame to accumulate one window into."""
         return np.zeros((3, self.height, self.width), dtype=np.float32)
 
     def accumulate(
@@ -1065,19 +1002,16 @@ class FastFrameAccumulator:
     ) -> FrameAccumulation:
         """:func:`decode_and_accumulate` through this calibration's table.
 
-        ``frame`` comes from :meth:`new_frame`, in either layout.
-
         Raises:
-            ValueError: ``frame`` is not a frame of this calibration.
+            ValueError: ``frame`` is not a (3, H, W) float32 frame of this calibration.
         """
-        planar = (3, self.height, self.width)
-        interleaved = (self.height, self.width, _PIXEL_STRIDE)
-        if frame.shape not in (planar, interleaved):
-            raise ValueError(f"frame must have shape {planar} or {interleaved}, got {frame.shape}")
+        if frame.shape != (3, self.height, self.width):
+            raise ValueError(
+                f"frame must have shape {(3, self.height, self.width)}, got {frame.shape}"
+            )
         result = decode_and_accumulate(
             decoder, data, frame, t_start_us, t_end_us,
             lut=self.lut, lut_width=self.event_width, stop_at_end=stop_at_end,
-            interleaved=frame.shape == interleaved,
         )  # fmt: skip
         self.unmapped_events += result.unmapped
         return result

@@ -97,26 +97,11 @@ def reference_frame(builder: EventFrameBuilder, events: np.ndarray, t0: int, t1:
 
 
 def fused_frame(packets, accumulator, t0: int, t1: int, *, width=1280, height=720):
-    """Fused path over every packet with a fresh decoder; frame, figures and decoder.
-
-    Also runs the interleaved layout and checks it gives the same frame, figures and decoder
-    state, so every test of the fused path covers both layouts.
-    """
-    outputs = []
-    for interleaved in (False, True):
-        decoder = FastEvt3Decoder(width=width, height=height)
-        frame = accumulator.new_frame(interleaved=interleaved)
-        results = [accumulator.accumulate(decoder, p, frame, t0, t1) for p in packets]
-        if interleaved:
-            assert frame.shape == (accumulator.height, accumulator.width, 4)
-            frame = evt3_fast.planar_frame(frame)
-        outputs.append((frame, results, decoder))
-    (planar, results, decoder), (interleaved_frame, interleaved_results, other) = outputs
-    np.testing.assert_array_equal(interleaved_frame, planar)
-    assert [r.accumulated for r in interleaved_results] == [r.accumulated for r in results]
-    assert [r.unmapped for r in interleaved_results] == [r.unmapped for r in results]
-    assert other.counters == decoder.counters
-    return planar, results, decoder
+    """Fused path over every packet with a fresh decoder; frame, figures and decoder."""
+    decoder = FastEvt3Decoder(width=width, height=height)
+    frame = accumulator.new_frame()
+    results = [accumulator.accumulate(decoder, p, frame, t0, t1) for p in packets]
+    return frame, results, decoder
 
 
 @pytest.fixture(scope="module")
@@ -430,9 +415,6 @@ def test_fused_rejects_bad_frames_and_tables():
     for frame in bad_frames:
         with pytest.raises(TypeError, match="frame"):
             decode_and_accumulate(decoder, b"", frame, 0, 1)
-    for frame in (np.zeros((2, 2, 3), np.float32), np.zeros((3, 2, 2), np.float32)):
-        with pytest.raises(TypeError, match="interleaved frame"):
-            decode_and_accumulate(decoder, b"", frame, 0, 1, interleaved=True)
     frame = np.zeros((3, 2, 2), np.float32)
     with pytest.raises(TypeError, match="lut"):
         decode_and_accumulate(decoder, b"", frame, 0, 1, lut=np.zeros(4), lut_width=2)
@@ -591,9 +573,9 @@ def test_fused_frames_equal_builder_on_simulated_rig(sim_calibration, sim_stream
     for w0, w1 in [(0, 100_000), (20_000, 50_000), (65_000, 95_000), (99_999, 100_000)]:
         want, n_in, _ = reference_frame(builder, events, w0, w1)
         decoder = FastEvt3Decoder(width=event_camera.width, height=event_camera.height)
-        frame = accumulator.new_frame(interleaved=True)
+        frame = accumulator.new_frame()
         results = [accumulator.accumulate(decoder, p, frame, w0, w1) for p in packets]
-        np.testing.assert_array_equal(evt3_fast.planar_frame(frame), want)
+        np.testing.assert_array_equal(frame, want)
         assert sum(r.accumulated + r.unmapped for r in results) == n_in
         np.testing.assert_array_equal(np.concatenate([r.triggers for r in results]), triggers)
 
