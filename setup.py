@@ -17,6 +17,7 @@ setup(
         (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml")
          + glob("config/*.rviz")),
         (f"share/{package_name}/config/calibration", glob("config/calibration/*.yaml")),
+        (f"share/{package_name}/config/train", glob("config/train/*.yaml")),
         (f"share/{package_name}/models", glob("models/*.onnx") + glob("models/*.pt")
          + glob("models/*.md") + glob("models/*.json")),
     ],
