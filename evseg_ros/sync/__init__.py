@@ -9,9 +9,9 @@ from evseg_ros.sync.frame_trigger_sync import (
     FrameSyncResult,
     FrameTiming,
     FrameTriggerSync,
+    MatchResult,
     SyncConfig,
 )
-from evseg_ros.sync.trigger_matcher import MatchResult, TriggerMatcher
 
 __all__ = [
     "STATISTICS_KEYS",
@@ -22,5 +22,4 @@ __all__ = [
     "FrameTriggerSync",
     "MatchResult",
     "SyncConfig",
-    "TriggerMatcher",
 ]

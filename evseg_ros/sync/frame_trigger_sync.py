@@ -3,9 +3,8 @@
 Frame k of a hardware-triggered camera belongs to trigger edge k, but neither stream is clean:
 frames get dropped on the host, the event camera can miss or double an edge (a loose cable, a
 bouncing contact), and the event stream is decoded later than the frame arrives. Matching each
-frame to the *nearest* trigger in time (what :class:`~evseg_ros.sync.trigger_matcher.TriggerMatcher`
-does) breaks as soon as the frame latency or the stamp jitter nears half a frame period, so this
-module keeps a lock instead:
+frame to the *nearest* trigger in time breaks as soon as the frame latency or the stamp jitter
+nears half a frame period, so this module keeps a lock instead:
 
 * The triggers of one channel and edge form a grid of period ``P`` in sensor time (median of the
   trigger intervals, so missing and extra edges do not bias it).
@@ -39,9 +38,17 @@ from enum import Enum
 import numpy as np
 
 from evseg_ros.sync.clock_offset import ClockOffsetEstimator
-from evseg_ros.sync.trigger_matcher import MatchResult
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Where the window of a frame is anchored, in sensor time (what a ready frame carries)."""
+
+    t_anchor_us: int
+    matched_trigger: bool
+    offset_error_us: int  # trigger time minus mapped frame stamp (0 without a trigger)
 
 #: Keys of :meth:`FrameTriggerSync.statistics`, in the order they are reported.
 STATISTICS_KEYS = (
@@ -137,7 +144,7 @@ class FrameSyncResult:
         return self.dropped_before > 0
 
     def as_match_result(self) -> MatchResult:
-        """The same anchor in the older :class:`MatchResult` shape."""
+        """The anchor in the compact :class:`MatchResult` form a ready frame carries."""
         return MatchResult(self.t_anchor_us, self.matched, self.offset_error_us)
 
 
