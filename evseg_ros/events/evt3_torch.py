@@ -440,10 +440,7 @@ class TorchEvt3Accumulator:
         # difference, rounded to float32, divided by the float32 span, clipped to [1e-6, 1]);
         # -1 marks clock values outside the window.
         clock = block.clock_table
-        span = torch.full(
-            (), float(max(t_end_us - t_start_us, 1)), dtype=torch.float32, device=self.device
-        )
-        norm = ((clock - t_start_us).to(torch.float32) / span).clamp_(1e-6, 1.0)
+        norm = self._normalised_times(clock, t_start_us, t_end_us)
         norm.masked_fill_((clock < t_start_us) | (clock >= t_end_us), -1.0)
         norm_time = norm.index_select(0, block.clock_count)
         per_word = block.n_kept * (norm_time >= 0)
@@ -522,15 +519,23 @@ class TorchEvt3Accumulator:
         frame = self.new_frame()
         if times.numel() == 0:
             return frame
+        self._add_cells(frame, cells, self._normalised_times(times, t_start_us, t_end_us))
+        return frame
+
+    # ------------------------------------------------------------------ internals
+
+    def _normalised_times(
+        self, times: torch.Tensor, t_start_us: int, t_end_us: int
+    ) -> torch.Tensor:
+        """The builder's float32 steps: int64 difference to float32, divided, clipped.
+
+        The divisor is a float32 tensor on the device on purpose (see the module docstring).
+        """
         span = torch.full(
             (), float(max(int(t_end_us) - int(t_start_us), 1)), dtype=torch.float32,
             device=self.device,
         )
-        norm = ((times - int(t_start_us)).to(torch.float32) / span).clamp_(1e-6, 1.0)
-        self._add_cells(frame, cells, norm)
-        return frame
-
-    # ------------------------------------------------------------------ internals
+        return ((times - int(t_start_us)).to(torch.float32) / span).clamp_(1e-6, 1.0)
 
     def _event_pixels(self, block: _Words) -> torch.Tensor:
         """Per word: polarity plane offset + row offset + x (of the word's first event)."""
