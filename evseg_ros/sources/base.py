@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
@@ -10,6 +12,19 @@ import numpy as np
 
 class SourceUnavailableError(RuntimeError):
     """A source cannot start: missing SDK, device, or file. The message says what to install/fix."""
+
+
+def import_sdk(module: str, install_hint: str) -> ModuleType:
+    """Import a vendor SDK's Python module that cannot come from PyPI (imported only when used).
+
+    Raises:
+        SourceUnavailableError: it is not importable; the message ends with ``install_hint``.
+    """
+    try:
+        return import_module(module)
+    except ImportError as err:
+        msg = f"Python module {module!r} is not importable ({err}); {install_hint}"
+        raise SourceUnavailableError(msg) from err
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from importlib import import_module
 from types import ModuleType
 from typing import Any
 
-from evseg_ros.sources.base import RawEventPacket, SourceUnavailableError
+from evseg_ros.sources.base import RawEventPacket, SourceUnavailableError, import_sdk
 
 LOGGER = logging.getLogger(__name__)
 _Refuse = Callable[[str, str], None]  # (setting name, reason): record a setting not applied
@@ -247,11 +246,7 @@ def import_hal() -> ModuleType:
     Raises:
         SourceUnavailableError: it is not importable; the message says what to install.
     """
-    try:
-        return import_module(HAL_MODULE)
-    except ImportError as err:
-        msg = f"Python module {HAL_MODULE!r} is not importable ({err}); {INSTALL_HINT}"
-        raise SourceUnavailableError(msg) from err
+    return import_sdk(HAL_MODULE, INSTALL_HINT)
 
 
 class MetavisionEventSource:

@@ -32,13 +32,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import import_module
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from evseg_ros.sources.base import CapturedFrame, SourceUnavailableError
+from evseg_ros.sources.base import CapturedFrame, SourceUnavailableError, import_sdk
 from evseg_ros.sources.camera_clock import CameraClockMapper
 
 LOGGER = logging.getLogger(__name__)
@@ -131,11 +130,7 @@ def import_pyspin() -> ModuleType:
     Raises:
         SourceUnavailableError: PySpin is not importable; the message says what to install.
     """
-    try:
-        return import_module("PySpin")
-    except ImportError as err:
-        msg = f"Python module 'PySpin' is not importable ({err}); {INSTALL_HINT}"
-        raise SourceUnavailableError(msg) from err
+    return import_sdk("PySpin", INSTALL_HINT)
 
 
 class _NodeWriter:
