@@ -53,6 +53,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report.counts.get("masks_received") else 1
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from evseg_ros.eval.recording import RecordingError, RecordingTopics  # noqa: PLC0415
+    from evseg_ros.eval.report import format_report  # noqa: PLC0415
+    from evseg_ros.nodes.evaluate import EvalOptions, run_eval  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
+
+    options = EvalOptions(
+        config=args.config,
+        model=args.model,
+        mode=args.mode,
+        rate=args.rate,
+        compare_frame_only=args.compare_frame_only,
+        frame_only_model=args.frame_only_model,
+        labels_dir=args.labels,
+        topics=RecordingTopics(
+            events=args.events_topic, frames=args.frames_topic,
+            camera_info=args.frames_topic.rsplit("/", 1)[0] + "/camera_info",
+            ground_truth=args.truth_topic,
+        ),
+        timeout_s=args.timeout,
+    )
+    try:
+        outcome = run_eval(args.bag, args.output, options)
+    except (RecordingError, RuntimeBackendError, FileNotFoundError, ValueError) as err:
+        print(f"evseg eval: {err}", file=sys.stderr)
+        return 2
+    print(format_report(outcome.report))
+    print(f"\nreport: {Path(args.output) / 'report.json'} (+ report.md, PNG plots)")
+    return 0 if outcome.run.frames.get("masks_received") else 1
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from evseg_ros.events.bag import BagError  # noqa: PLC0415
     from evseg_ros.events.errors import EventDecodeError  # noqa: PLC0415
@@ -183,6 +214,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="output/demo", help="folder for PNGs and summary.json")
     demo.add_argument("--model", help="override segmentation model_path")
     demo.set_defaults(func=_cmd_demo)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="replay a recording through the rig's nodes and score the masks",
+        description=(
+            "Replay a rosbag2 recording (MCAP or sqlite3) through the same nodes and parameter "
+            "file as the live rig, pair every mask with the ground truth by exact stamp, and "
+            "write report.json, report.md and PNG plots into --output."
+        ),
+    )
+    evaluate.add_argument("bag", help="rosbag2 folder, .mcap or .db3")
+    evaluate.add_argument("--output", required=True, help="folder for the report")
+    evaluate.add_argument("--config", default=DEFAULT_CONFIG, help="ROS 2 parameter file")
+    evaluate.add_argument("--model", help="override segmentation model_path")
+    evaluate.add_argument(
+        "--mode", choices=("realtime", "lockstep"), default="realtime",
+        help="realtime: at --rate x recorded speed, drops counted; lockstep: every frame",
+    )
+    evaluate.add_argument("--rate", type=float, default=1.0, help="replay speed (realtime)")
+    evaluate.add_argument(
+        "--compare-frame-only", action="store_true",
+        help="also score the frame-only model on the same frames",
+    )
+    evaluate.add_argument(
+        "--frame-only-model", default="models/demo_image_only.onnx",
+        help="model for --compare-frame-only",
+    )
+    evaluate.add_argument(
+        "--labels", help="folder of label PNGs named <stamp_ns>.png (instead of a label topic)"
+    )
+    evaluate.add_argument("--events-topic", default="/rig/events")
+    evaluate.add_argument("--frames-topic", default="/rig/frame/image_raw")
+    evaluate.add_argument("--truth-topic", default="/rig/frame/ground_truth")
+    evaluate.add_argument("--timeout", type=float, help="give up after this many seconds")
+    evaluate.set_defaults(func=_cmd_eval)
 
     info = sub.add_parser("info", help="summarise an event recording (.raw or rosbag2) as JSON")
     info.add_argument("path", help="Prophesee .raw file, or rosbag2 folder / .db3 / .mcap")

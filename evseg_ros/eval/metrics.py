@@ -108,6 +108,10 @@ class LatencyStats:
         for stage, ms in timings.items():
             self.add(stage, ms)
 
+    def samples(self) -> dict[str, list[float]]:
+        """Every sample per stage (a copy), e.g. for plots of the distribution."""
+        return {stage: list(values) for stage, values in self._samples.items()}
+
     def summary(self) -> dict[str, tuple[int, float, float]]:
         """Return ``{stage: (count, median_ms, p99_ms)}`` in insertion order."""
         out = {}

@@ -8,7 +8,8 @@ Stamp policy:
 * ``header.stamp``: the ROS time of the packet's first event. On hardware that is the host time
   of the poll that received the packet's first byte (late by up to ``poll_period_ms`` plus the
   USB transfer; the accumulator's offset estimate absorbs the jitter). On the simulated rig it
-  is exact; on replays it is the recorded time mapped onto now.
+  is exact; bag replays publish the recorded stamp (the FLIR driver's frames do too, and
+  ``/clock`` carries the playhead); ``.raw`` replays map the recorded time onto now.
 * ``time_base``: the sensor time of that event in ns on the simulated rig and replays; 0 on
   hardware, where EVT3 carries its own sensor time and finding the first one would mean decoding
   every packet in the driver.
@@ -27,16 +28,20 @@ import array
 from typing import Any
 
 from event_camera_msgs.msg import EventPacket
+from rosgraph_msgs.msg import Clock as ClockMsg
 
 from evseg_ros.nodes.diagnostics import ERROR, OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.image_conversion import ns_to_stamp
 from evseg_ros.nodes.params import Param
-from evseg_ros.nodes.qos import EVENTS_QOS
+from evseg_ros.nodes.qos import CLOCK_QOS, EVENTS_QOS
+from evseg_ros.nodes.replay_params import REPLAY_PARAMS
 from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
-from evseg_ros.sources import EventPacketSource, SimEventSource
-from evseg_ros.sources.replay import BagEventSource, RawFileEventSource
+from evseg_ros.sources import EventPacketSource, SimEventSource, SourceUnavailableError
+from evseg_ros.sources.bag_replay import BagEventSource
+from evseg_ros.sources.replay import RawFileEventSource
+from evseg_ros.sources.replay_clock import ReplayPacing
 
 #: bias parameter value that leaves the camera's own setting (IMX636 bias offsets are small
 #: signed numbers, so no valid offset is this far out)
@@ -54,8 +59,7 @@ PARAMS: tuple[Param, ...] = (
     Param("raw_packet_bytes", 65_536, "bytes per EventPacket when replaying a .raw file"),
     Param("bag_path", "", "rosbag2 with EventPackets to replay (source 'bag')"),
     Param("bag_topic", "", "EventPacket topic in the bag; empty = the first one"),
-    Param("replay_realtime", True, "replay at recorded speed (false: as fast as consumed)"),
-    Param("replay_loop", False, "start over at the end of the recording"),
+    *REPLAY_PARAMS,
     *(
         Param(name, BIAS_KEEP_DEFAULT, f"EVK4 {name} offset ({BIAS_KEEP_DEFAULT} = camera default)")
         for name in IMX636_BIAS_PARAMS
@@ -85,23 +89,39 @@ class Evk4DriverNode(SourceDriverNode):
 
     def _setup_publishers(self) -> None:
         self.publisher = self.create_publisher(EventPacket, "events", EVENTS_QOS)
+        if self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP:
+            # lockstep: the frame driver moves the playhead and publishes it on /clock
+            self.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
+
+    def _on_clock(self, msg: ClockMsg) -> None:
+        if self.replay is not None:
+            self.replay.follow(msg.clock.sec * 1_000_000_000 + msg.clock.nanosec)
 
     def _open_source(self) -> EventPacketSource:
         source = self.params["source"]
         if source == "hardware":
             return self._open_hardware()
+        pacing = self.params["replay_pacing"]
         if source == "raw":
+            if pacing == ReplayPacing.LOCKSTEP:
+                msg = "replay_pacing 'lockstep' needs source 'bag' (a .raw file has no frames)"
+                raise SourceUnavailableError(msg)
             return RawFileEventSource(
                 self.params["raw_file"],
-                realtime=self.params["replay_realtime"],
+                realtime=pacing == ReplayPacing.REALTIME,
                 loop=self.params["replay_loop"],
                 packet_bytes=self.params["raw_packet_bytes"],
             )
         if source == "bag":
+            if not self.params["bag_path"]:
+                msg = "source 'bag' needs parameter 'bag_path' (it is empty)"
+                raise SourceUnavailableError(msg)
             return BagEventSource(
                 self.params["bag_path"],
                 topic=self.params["bag_topic"] or None,
-                realtime=self.params["replay_realtime"],
+                pacing=pacing,
+                rate=float(self.params["replay_rate"]),
+                epoch_ns=int(self.params["replay_epoch_ns"]),
                 loop=self.params["replay_loop"],
             )
         rig, epoch_ns = build_rig(self.params)

@@ -2,7 +2,10 @@
 
 Sources: ``sim`` (the simulated rig, rgb8, with ground-truth labels on ``frame/ground_truth``),
 ``hardware`` (a FLIR camera through PySpin, see :mod:`evseg_ros.sources.spinnaker`), and
-replays of a ``video`` file, an image ``folder`` or a ``bag`` of Images.
+replays of a ``video`` file, an image ``folder`` or a ``bag`` of Images. A bag replay keeps the
+recorded stamps, publishes the playhead on ``/clock`` (``replay_publish_clock``) and, with
+``replay_pacing: lockstep``, releases the next frame only once ``segmentation/mask`` returned the
+previous one (or ``replay_lockstep_timeout_s`` passed, counted in ``lockstep_timeouts``).
 
 Images go out in the source's own encoding: a Bayer camera publishes its raw mosaic
 (``bayer_rggb8`` for BayerRG8) and the consumer demosaics it where the pixels are needed
@@ -15,6 +18,8 @@ consumer decides what to do with it) but counted in ``size_mismatch`` and warned
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -24,20 +29,22 @@ from std_msgs.msg import Header
 from evseg_ros.geometry.calibration import CameraModel, load_calibration
 from evseg_ros.nodes.diagnostics import OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
-from evseg_ros.nodes.image_conversion import ENCODINGS, ns_to_stamp, to_image_msg
+from evseg_ros.nodes.image_conversion import ENCODINGS, ns_to_stamp, stamp_to_ns, to_image_msg
 from evseg_ros.nodes.params import Param
-from evseg_ros.nodes.qos import FRAMES_QOS
+from evseg_ros.nodes.qos import FRAMES_QOS, RESULTS_QOS
+from evseg_ros.nodes.replay_params import REPLAY_PARAMS
 from evseg_ros.nodes.sim_params import SIM_PARAMS, build_rig
 from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
 from evseg_ros.sources import CapturedFrame, FrameSource, SimFrameSource, SourceUnavailableError
+from evseg_ros.sources.bag_replay import BagFrameSource
 from evseg_ros.sources.frame_replay import (
     FRAME_ENCODINGS,
     TIMESTAMP_UNITS_NS,
-    BagFrameSource,
     ImageFolderFrameSource,
     VideoFileFrameSource,
 )
+from evseg_ros.sources.replay_clock import ReplayPacing
 from evseg_ros.sources.spinnaker import (
     PIXEL_FORMAT_ENCODINGS,
     TRIGGER_ACTIVATIONS,
@@ -86,8 +93,11 @@ REPLAY_PARAMS: tuple[Param, ...] = (
     ),
     Param("bag_path", "", "rosbag2 with sensor_msgs/Image to replay (source 'bag')"),
     Param("bag_topic", "", "Image topic in the bag; empty = the first one"),
-    Param("replay_realtime", True, "replay at recorded speed (false: as fast as consumed)"),
-    Param("replay_loop", False, "start over at the end of the recording"),
+    *REPLAY_PARAMS,
+    Param(
+        "replay_lockstep_timeout_s", 10.0,
+        "lockstep: release the next frame anyway when no mask came back for this long [s]",
+    ),
 )
 PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where frames come from", ("sim", "hardware", "video", "folder", "bag")),
@@ -100,6 +110,8 @@ PARAMS: tuple[Param, ...] = (
     *REPLAY_PARAMS,
     *SIM_PARAMS,
 )
+#: how many publish times of recent frames are kept (a minute at 30 Hz)
+PUBLISHED_AT_LENGTH = 1800
 #: source counters every status carries, so dashboards see the same keys for every source
 SOURCE_STATUS_DEFAULTS: dict[str, Any] = {
     "timeouts": 0,
@@ -166,6 +178,12 @@ class FlirDriverNode(SourceDriverNode):
         ).frame_camera
         self.image_publisher = self.create_publisher(Image, "frame/image_raw", FRAMES_QOS)
         self.info_publisher = self.create_publisher(CameraInfo, "frame/camera_info", FRAMES_QOS)
+        self.lockstep_timeouts = 0
+        #: (stamp, monotonic ns) of the latest frames published: where frame->mask latency starts
+        self.published_at: deque[tuple[int, int]] = deque(maxlen=PUBLISHED_AT_LENGTH)
+        self._awaiting: tuple[int, float] | None = None  # lockstep: (stamp, monotonic s)
+        if self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP:
+            self.create_subscription(Image, "segmentation/mask", self._on_mask, RESULTS_QOS)
         self.truth_publisher = None
         if self.params["source"] == "sim" and self.params["publish_ground_truth"]:
             self.truth_publisher = self.create_publisher(Image, "frame/ground_truth", FRAMES_QOS)
@@ -200,7 +218,20 @@ class FlirDriverNode(SourceDriverNode):
         if source in replay and not params[replay[source]]:
             msg = f"source {source!r} needs parameter {replay[source]!r} (it is empty)"
             raise SourceUnavailableError(msg)
-        realtime, loop = params["replay_realtime"], params["replay_loop"]
+        pacing, loop = params["replay_pacing"], params["replay_loop"]
+        if source == "bag":
+            return BagFrameSource(
+                params["bag_path"],
+                topic=params["bag_topic"] or None,
+                pacing=pacing,
+                rate=float(params["replay_rate"]),
+                epoch_ns=int(params["replay_epoch_ns"]),
+                loop=loop,
+            )
+        if pacing == ReplayPacing.LOCKSTEP:
+            msg = f"replay_pacing 'lockstep' needs source 'bag', not {source!r}"
+            raise SourceUnavailableError(msg)
+        realtime = pacing == ReplayPacing.REALTIME
         if source == "video":
             return VideoFileFrameSource(params["video_file"], realtime=realtime, loop=loop)
         if source == "folder":
@@ -210,13 +241,6 @@ class FlirDriverNode(SourceDriverNode):
                 realtime=realtime,
                 loop=loop,
                 timestamp_unit=params["image_timestamp_unit"],
-            )
-        if source == "bag":
-            return BagFrameSource(
-                params["bag_path"],
-                topic=params["bag_topic"] or None,
-                realtime=realtime,
-                loop=loop,
             )
         rig, epoch_ns = build_rig(params)
         return SimFrameSource(
@@ -231,13 +255,42 @@ class FlirDriverNode(SourceDriverNode):
             self._warned.add(key)
             self.get_logger().warning(message)
 
+    def _on_mask(self, msg: Image) -> None:
+        """Lockstep: the mask of the frame out there came back: let the next one go."""
+        if self._awaiting is not None and stamp_to_ns(msg.header) == self._awaiting[0]:
+            self._awaiting = None
+            self.replay.release_next()
+
+    def _check_lockstep_timeout(self) -> None:
+        if self._awaiting is None:
+            return
+        if time.monotonic() - self._awaiting[1] >= self.params["replay_lockstep_timeout_s"]:
+            self.lockstep_timeouts += 1
+            self._warn_once(
+                "lockstep",
+                f"lockstep: no mask for frame stamp {self._awaiting[0]} within "
+                f"{self.params['replay_lockstep_timeout_s']} s; releasing the next frame "
+                "(counted in lockstep_timeouts)",
+            )
+            self._awaiting = None
+            self.replay.release_next()
+
     def _poll(self, now_ns: int) -> None:
+        lockstep = self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP
+        if lockstep:
+            self._check_lockstep_timeout()
         for frame in self.source.read(now_ns):
+            if lockstep:
+                # the playhead reaches this frame before the frame itself goes out, so the
+                # event driver can release the frame's events first
+                self._publish_clock(now_ns)
             encoding = getattr(frame, "encoding", "rgb8")  # sim frames are rgb8
             problem = _frame_problem(frame, encoding)
             if problem is not None:
                 self.bad_frames += 1
                 self._warn_once(f"bad {encoding}", f"dropping frames: {problem}")
+                if lockstep:
+                    self.replay.release_next()  # no mask will come for it
                 continue
             height, width = frame.image.shape[:2]
             if (width, height) != (self.camera.width, self.camera.height):
@@ -253,6 +306,9 @@ class FlirDriverNode(SourceDriverNode):
             if self.truth_publisher is not None and frame.ground_truth is not None:
                 self.truth_publisher.publish(to_image_msg(frame.ground_truth, "mono8", header))
             self.frames_published += 1
+            self.published_at.append((frame.stamp_ns, time.monotonic_ns()))
+            if lockstep:
+                self._awaiting = (frame.stamp_ns, time.monotonic())
 
     def _status_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -262,6 +318,8 @@ class FlirDriverNode(SourceDriverNode):
             "bad_frames": self.bad_frames,
             **SOURCE_STATUS_DEFAULTS,
         }
+        if self.replay is not None:
+            values["lockstep_timeouts"] = self.lockstep_timeouts
         if hasattr(self.source, "status_values"):
             source_values = dict(self.source.status_values())
             # the node's own count of dropped frames includes the source's

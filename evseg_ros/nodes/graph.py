@@ -34,5 +34,6 @@ GRAPH: tuple[NodeSpec, ...] = (
     NodeSpec("segmentation", "evseg_ros.nodes.segmentation:SegmentationNode"),
 )
 
-#: Drivers that simulate the rig must agree on when sensor time 0 was.
-SIM_DRIVERS = ("evk4_driver", "flir_driver")
+#: The camera drivers. Simulating the rig they must agree on when sensor time 0 was, replaying
+#: a recording on when its start plays.
+DRIVERS = ("evk4_driver", "flir_driver")

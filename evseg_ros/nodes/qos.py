@@ -8,6 +8,7 @@
   small fraction of large images between processes (measured), so the rig uses reliable delivery
   with the shared-memory transport profile in ``config/fastdds_shm.xml``.
 - Results (mask, overlay, event frame): reliable, shallow, volatile: the newest result matters.
+- ``/clock`` of a recording replay: reliable, like ``ros2 bag play --clock``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def _reliable_volatile(depth: int) -> QoSProfile:
     )
 
 
-EVENTS_QOS = _reliable_volatile(100)
+EVENTS_QOS = _reliable_volatile(1000)
 FRAMES_QOS = _reliable_volatile(5)
 RESULTS_QOS = _reliable_volatile(5)
 DIAGNOSTICS_QOS = _reliable_volatile(10)
+#: /clock of a replay: reliable like ``ros2 bag play``'s; best-effort subscribers (rclpy's time
+#: source) match it too
+CLOCK_QOS = _reliable_volatile(10)

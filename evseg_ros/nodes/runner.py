@@ -19,8 +19,11 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from evseg_ros.nodes.graph import GRAPH, NAMESPACE, SIM_DRIVERS
+from evseg_ros.nodes.graph import DRIVERS, GRAPH, NAMESPACE
 from evseg_ros.paths import resolve_package_path
+
+#: between the last node being up and the recording's start playing (first spins settle)
+REPLAY_START_DELAY_NS = 1_000_000_000
 
 
 def configured_parameter(config_file: str | Path, node_name: str, name: str) -> Any:
@@ -57,7 +60,7 @@ class InProcessGraph:
         self.nodes: dict[str, Node] = {}
         per_node = {name: dict(values) for name, values in (overrides or {}).items()}
         epoch = time.time_ns()
-        for name in SIM_DRIVERS:
+        for name in DRIVERS:
             per_node.setdefault(name, {}).setdefault("sim_epoch_ns", epoch)
         if direct_handover:
             per_node.setdefault("segmentation", {})["event_frame_input"] = "direct"
@@ -74,6 +77,18 @@ class InProcessGraph:
         except BaseException:
             self.close()
             raise
+        # a recording starts playing now that every node (and its model) is loaded, in both
+        # drivers at once
+        replay_epoch = time.time_ns() + REPLAY_START_DELAY_NS
+        for name in DRIVERS:
+            self.nodes[name].start_replay(replay_epoch)
+
+    @property
+    def replay_finished(self) -> bool:
+        """Every driver that replays a recording has sent all of it (False when none does)."""
+        replays = [self.nodes[name].replay for name in DRIVERS]
+        replays = [replay for replay in replays if replay is not None]
+        return bool(replays) and all(replay.finished for replay in replays)
 
     def add_node(self, node: Node) -> None:
         """Spin an extra node (an observer, a test probe) in the same executor."""

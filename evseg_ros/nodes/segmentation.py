@@ -9,7 +9,9 @@ someone subscribes to it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -83,6 +85,9 @@ class SegmentationNode(Node):
             self.get_logger().error(self.error)
         self.mask_publisher = self.create_publisher(Image, "segmentation/mask", RESULTS_QOS)
         self.overlay_publisher = self.create_publisher(Image, "segmentation/overlay", RESULTS_QOS)
+        #: called with (stamp_ns, image on the output grid, event frame) before inference; the
+        #: evaluation keeps the frame-only model's inputs this way (same frames, same pixels)
+        self.input_listeners: list[Callable[[int, np.ndarray, np.ndarray], None]] = []
         self.pairer = StampPairer(("image", "events"))
         self.debayer = Debayer(device="auto")
         self.remapper = FrameRemapper(
@@ -130,6 +135,8 @@ class SegmentationNode(Node):
             # frames arrive as the camera sent them (Bayer mosaics on hardware); demosaic on
             # the GPU where there is one. The runtime backends read host arrays.
             image = self.remapper.remap(host_array(self.debayer(image, image_msg.encoding)))
+            for listener in self.input_listeners:
+                listener(stamp_to_ns(image_msg.header), image, event_frame)
             want_overlay = self.overlay_publisher.get_subscription_count() > 0
             output = self.segmenter.process(image, event_frame, want_overlay=want_overlay)
         except (ImageConversionError, ValueError) as err:

@@ -1,9 +1,9 @@
-"""Frame sources that replay recordings: a video file, a folder of images, or a rosbag2.
+"""Frame sources that replay a video file or a folder of images (rosbag2: :mod:`.bag_replay`).
 
-All three are newest-only like the camera: in real-time replay every frame that became due since
+Both are newest-only like the camera: in real-time replay every frame that became due since
 the last poll but one is skipped (and counted in ``skipped_frames``); as fast as consumed, one
 frame goes out per poll. Stamps come from the recording (the video's frame rate, the folder's
-rate or ``timestamps.txt``, the bag's header stamps), so the spacing between frames is the
+rate or ``timestamps.txt``), so the spacing between frames is the
 recorded one whatever the replay speed.
 """
 
@@ -18,8 +18,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
 
 from evseg_ros.sources.base import CapturedFrame, SourceUnavailableError
 
@@ -84,8 +82,6 @@ class _NewestOnlyReplay:
     (recording time of the frame after that, without advancing) and ``_rewind``.
     """
 
-    #: publish the recording's own times (bag header stamps) instead of paced ROS times
-    keep_recorded_stamps = False
     width: int
     height: int
 
@@ -161,8 +157,7 @@ class _NewestOnlyReplay:
             image, encoding = loaded
             paced = self._pacer.stamp(pending.recording_ns, now_ns)
             self._pacer.sent(paced)
-            stamp = pending.recording_ns if self.keep_recorded_stamps else paced
-            return [CapturedFrame(stamp, image, pending.index, 0, encoding=encoding)]
+            return [CapturedFrame(paced, image, pending.index, 0, encoding=encoding)]
         return []
 
     def status_values(self) -> dict[str, int | bool]:
@@ -394,120 +389,3 @@ def image_from_msg(msg: Any) -> tuple[np.ndarray, str] | None:
     rows = data[: step * height].reshape(height, step)[:, : width * channels]
     image = np.array(rows.reshape(height, width, channels), copy=True)
     return (image[:, :, 0] if channels == 1 else image), str(msg.encoding)
-
-
-class BagFrameSource(_NewestOnlyReplay):
-    """sensor_msgs/Image messages of one topic of a rosbag2 (folder, sqlite3 or MCAP).
-
-    The header stamps are kept as recorded, since the bag's other streams (events) refer to
-    them; real-time pacing follows them. A loop therefore repeats the stamps (downstream sees a
-    clock jump and counts it). Images in encodings other than :data:`FRAME_ENCODINGS` are
-    counted in ``bad_frames`` and skipped.
-
-    Args:
-        path: rosbag2 folder or file.
-        topic: Image topic; default the first Image topic of the bag.
-
-    Raises:
-        SourceUnavailableError: not a readable bag, or no Image messages on the topic.
-    """
-
-    keep_recorded_stamps = True
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        topic: str | None = None,
-        realtime: bool = True,
-        loop: bool = False,
-    ) -> None:
-        super().__init__(realtime=realtime, loop=loop)
-        self.path = Path(path)
-        self.topic = topic
-        self._typestore = get_typestore(Stores.LATEST)
-        self._reader: AnyReader | None = None
-        self._rewind()
-        first = self._lookahead
-        if first is None:
-            self.close()
-            msg = f"bag {str(self.path)!r} has no {IMAGE_MSGTYPE} messages on {self.topic!r}"
-            raise SourceUnavailableError(msg)
-        self.width, self.height = int(first.width), int(first.height)
-        self._index = 0
-
-    def _rewind(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        try:
-            self._reader = AnyReader([self.path], default_typestore=self._typestore)
-            self._reader.open()
-        except Exception as err:  # rosbags raises several unrelated types for unreadable bags
-            self._reader = None
-            msg = f"cannot open bag {str(self.path)!r}: {err}"
-            raise SourceUnavailableError(msg) from err
-        connections = [
-            c
-            for c in self._reader.connections
-            if c.msgtype == IMAGE_MSGTYPE and (self.topic is None or c.topic == self.topic)
-        ]
-        if not connections:
-            found = sorted({(c.topic, c.msgtype) for c in self._reader.connections})
-            self.close()
-            msg = (
-                f"bag {str(self.path)!r} has no {IMAGE_MSGTYPE} on {self.topic or 'any topic'}; "
-                f"it has {found!r}"
-            )
-            raise SourceUnavailableError(msg)
-        self.topic = connections[0].topic
-        self._messages = self._reader.messages(connections=connections[:1])
-        self._index = 0
-        self._lookahead = self._read_next()
-
-    def _read_next(self) -> Any | None:
-        try:
-            item = next(self._messages, None)
-            if item is None:
-                return None
-            connection, _, raw = item
-            return self._reader.deserialize(raw, connection.msgtype)
-        except Exception as err:  # a damaged chunk or message: end this pass cleanly
-            LOGGER.error("cannot read bag %r further: %s", str(self.path), err)
-            self.bad_frames += 1
-            return None
-
-    def _take(self) -> _Pending | None:
-        msg = self._lookahead
-        if msg is None:
-            return None
-        self._lookahead = self._read_next()
-        index = self._index
-        self._index += 1
-        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-        def decode() -> tuple[np.ndarray, str] | None:
-            decoded = image_from_msg(msg)
-            if decoded is None:
-                LOGGER.warning(
-                    "skipping bag image %d: encoding %r, %dx%d, step %d is not supported",
-                    index,
-                    msg.encoding,
-                    msg.width,
-                    msg.height,
-                    msg.step,
-                )
-            return decoded
-
-        return _Pending(stamp, index, decode)
-
-    def _peek_ns(self) -> int | None:
-        msg = self._lookahead
-        if msg is None:
-            return None
-        return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-    def close(self) -> None:
-        super().close()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None

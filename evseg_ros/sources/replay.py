@@ -1,6 +1,6 @@
-"""Event sources that replay recordings: Prophesee ``.raw`` files and rosbag2 EventPackets.
+"""Event source that replays a Prophesee ``.raw`` file (rosbag2 replays: :mod:`.bag_replay`).
 
-Replays are paced in sensor time (``realtime``) or run as fast as the consumer takes them
+The replay is paced in sensor time (``realtime``) or runs as fast as the consumer takes it
 (one packet per poll, since the receiving executor also takes one message per cycle), and may
 loop; a loop restarts sensor time, which the accumulator detects and counts as a reset.
 """
@@ -8,11 +8,7 @@ loop; a loop restarts sensor time, which the accumulator detects and counts as a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from evseg_ros.events.bag import BagError, read_event_packets
 from evseg_ros.events.decoders import create_decoder
 from evseg_ros.events.errors import EventDecodeError
 from evseg_ros.events.evt3 import read_raw_file
@@ -113,67 +109,3 @@ class RawFileEventSource:
 
     def close(self) -> None:
         """Nothing to release (the file was read at open)."""
-
-
-class BagEventSource:
-    """Replay the EventPackets of one topic of a rosbag2 recording, restamped to now."""
-
-    def __init__(
-        self, path: str | Path, *, topic: str | None = None, realtime: bool = True,
-        loop: bool = False,
-    ) -> None:
-        self.path = Path(path)
-        self.topic = topic
-        self.loop = loop
-        self.loops = 0
-        self._pacer = _Pacer(realtime=realtime)
-        self._iterator = read_event_packets(self.path, topic=self.topic)
-        first = self._next()
-        if first is None:
-            msg = f"bag {str(path)!r} holds no EventPackets"
-            raise SourceUnavailableError(msg)
-        self._pending: Any = first
-        msg0 = first[2]
-        self.encoding = str(msg0.encoding)
-        self.width, self.height = int(msg0.width), int(msg0.height)
-
-    def _next(self) -> tuple[str, int, Any] | None:
-        """Next message of the bag (the reader opens lazily, so errors surface here)."""
-        try:
-            return next(self._iterator, None)
-        except BagError as err:
-            raise SourceUnavailableError(str(err)) from err
-
-    def _advance(self) -> tuple[str, int, Any] | None:
-        item = self._next()
-        if item is None and self.loop:
-            self.loops += 1
-            self._pacer.restart()
-            self._iterator = read_event_packets(self.path, topic=self.topic)
-            item = self._next()
-        return item
-
-    def read(self, now_ns: int) -> list[RawEventPacket]:
-        packets: list[RawEventPacket] = []
-        while self._pending is not None:
-            _, _, msg = self._pending
-            recorded_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            stamp = self._pacer.stamp(recorded_ns, now_ns)
-            if stamp is None:
-                break
-            data = np.asarray(msg.events, dtype=np.uint8).tobytes()
-            packets.append(RawEventPacket(data, stamp, int(msg.time_base)))
-            self._pending = self._advance()
-            if not self._pacer.realtime:
-                break
-        return packets
-
-    @property
-    def finished(self) -> bool:
-        return self._pending is None
-
-    def close(self) -> None:
-        self._pending = None
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()  # ends the generator, which closes the bag

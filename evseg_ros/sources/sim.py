@@ -10,6 +10,11 @@ Simulating events costs more than real time on a small CPU, so sensor time may a
 ``time_scale`` times the wall clock (like ``ros2 bag play --rate``). Header stamps stay
 ``epoch + sensor time``: every consumer sees one consistent clock, it just runs slower than the
 wall clock.
+
+Rendering in the loop is for interactive use (recordings, :mod:`evseg_ros.sim.recording`, are
+what the demo and evaluation replay). It never blocks the executor: one call simulates at most
+one packet, and when the simulator has fallen further behind than ``max_lag_us`` it jumps ahead
+to the present, counting the sensor time it skipped.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class SimEventSource:
 
     def __init__(
         self, rig: CoaxialRigSim, *, epoch_ns: int, packet_period_us: int = 10_000,
-        time_scale: float = 1.0,
+        time_scale: float = 1.0, max_lag_us: int = 200_000,
     ):
         if packet_period_us <= 0:
             msg = f"packet_period_us must be positive, got {packet_period_us!r}"
@@ -50,30 +55,42 @@ class SimEventSource:
         self.epoch_ns = int(epoch_ns)
         self.time_scale = _check_scale(time_scale)
         self.packet_period_us = packet_period_us
+        self.max_lag_us = max(int(max_lag_us), packet_period_us)
+        self.rig = rig
         self._simulator = rig.event_simulator(0)
         self._encoder_state = Evt3EncoderState()
+        #: sensor time jumped over because simulating fell behind, and how many jumps
+        self.skipped_us = 0
+        self.skips = 0
 
     def read(self, now_ns: int) -> list[RawEventPacket]:
-        """Simulate up to ``now_ns`` (whole packet periods) and encode it.
+        """Simulate up to ``now_ns`` (whole packet periods, one packet at most) and encode it.
 
-        Everything that became due since the last poll goes into one packet (up to
-        ``MAX_PERIODS_PER_PACKET`` periods each), the way a camera driver's packets grow when its
-        time threshold is exceeded between two SDK buffers. A consumer that is serviced once
-        per executor cycle then keeps up with a driver that is, too.
+        What became due since the last poll goes into one packet (up to
+        ``MAX_PERIODS_PER_PACKET`` periods), the way a camera driver's packets grow when its
+        time threshold is exceeded between two SDK buffers. More than ``max_lag_us`` behind,
+        the simulator restarts at the present instead of catching up.
         """
         now_us = sensor_time_us(now_ns, self.epoch_ns, self.time_scale)
-        packets: list[RawEventPacket] = []
         t = self._simulator.time_us
-        due = (now_us - t) // self.packet_period_us
-        while due > 0:
-            periods = min(due, self.MAX_PERIODS_PER_PACKET)
-            t_end = t + periods * self.packet_period_us
-            events, triggers = self._simulator.advance_to(t_end)
-            data = encode_evt3(events, triggers, state=self._encoder_state)
-            first = first_time_us(events, triggers, t)
-            packets.append(RawEventPacket(data, self.epoch_ns + first * 1000, first * 1000))
-            t, due = t_end, due - periods
-        return packets
+        if now_us - t > self.max_lag_us:
+            periods_behind = (now_us - t) // self.packet_period_us
+            t_new = t + (periods_behind - 1) * self.packet_period_us
+            self.skipped_us += t_new - t
+            self.skips += 1
+            self._simulator = self.rig.event_simulator(t_new)
+            t = t_new
+        periods = min((now_us - t) // self.packet_period_us, self.MAX_PERIODS_PER_PACKET)
+        if periods <= 0:
+            return []
+        t_end = t + periods * self.packet_period_us
+        events, triggers = self._simulator.advance_to(t_end)
+        data = encode_evt3(events, triggers, state=self._encoder_state)
+        first = first_time_us(events, triggers, t)
+        return [RawEventPacket(data, self.epoch_ns + first * 1000, first * 1000)]
+
+    def status_values(self) -> dict[str, int]:
+        return {"sim_skipped_ms": self.skipped_us // 1000, "sim_skips": self.skips}
 
     def close(self) -> None:
         """Nothing to release."""

@@ -119,7 +119,7 @@ def _values(status) -> dict[str, str]:
 def test_folder_replay_publishes_rgb8_frames_with_recorded_spacing(tmp_path):
     frames = _write_folder(tmp_path / "images", 4)
     node, images, infos, statuses = _run_driver(
-        {"source": "folder", "image_folder": str(tmp_path / "images"), "replay_realtime": False},
+        {"source": "folder", "image_folder": str(tmp_path / "images"), "replay_pacing": "fast"},
         4,
     )
     assert node.error == "" and node.frames_published == 4
@@ -143,7 +143,7 @@ def test_bag_replay_keeps_bayer_encoding_and_stamps_and_counts_size_mismatch(tmp
     stamps = [1_000 * SECOND + i * 33_000_000 for i in range(3)]
     mosaics = _write_bayer_bag(tmp_path / "bag", stamps)
     node, images, infos, statuses = _run_driver(
-        {"source": "bag", "bag_path": str(tmp_path / "bag"), "replay_realtime": False}, 3
+        {"source": "bag", "bag_path": str(tmp_path / "bag"), "replay_pacing": "fast"}, 3
     )
     assert [stamp_to_ns(m.header) for m in images] == stamps
     for msg, mosaic in zip(images, mosaics):

@@ -7,12 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
 from evseg_ros.sources import SourceUnavailableError
 from evseg_ros.sources.frame_replay import (
-    BagFrameSource,
     ImageFolderFrameSource,
     VideoFileFrameSource,
 )
@@ -148,90 +145,3 @@ def test_image_folder_errors_name_the_path(tmp_path):
         ImageFolderFrameSource(folder)
     with pytest.raises(ValueError, match="rate_hz"):
         ImageFolderFrameSource(folder, rate_hz=0.0)
-
-
-def write_image_bag(
-    path: Path,
-    images: list[tuple[int, str, np.ndarray]],
-    *,
-    storage: str = "mcap",
-    topic: str = "/rig/frame/image_raw",
-    padding: int = 0,
-) -> Path:
-    """Write (header stamp ns, encoding, array) as sensor_msgs/Image to a new rosbag2."""
-    typestore = get_typestore(Stores.LATEST)
-    image_type = typestore.types["sensor_msgs/msg/Image"]
-    header_type = typestore.types["std_msgs/msg/Header"]
-    time_type = typestore.types["builtin_interfaces/msg/Time"]
-    plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        connection = writer.add_connection(topic, image_type.__msgtype__, typestore=typestore)
-        for stamp_ns, encoding, array in images:
-            height, width = array.shape[:2]
-            row = array.reshape(height, -1)
-            rows = np.concatenate([row, np.zeros((height, padding), np.uint8)], axis=1)
-            sec, nanosec = divmod(stamp_ns, SECOND)
-            msg = image_type(
-                header=header_type(stamp=time_type(sec=sec, nanosec=nanosec), frame_id="cam"),
-                height=height,
-                width=width,
-                encoding=encoding,
-                is_bigendian=0,
-                step=rows.shape[1],
-                data=rows.reshape(-1).astype(np.uint8),
-            )
-            writer.write(
-                connection,
-                stamp_ns + 5_000_000,
-                typestore.serialize_cdr(msg, image_type.__msgtype__),
-            )
-    return path
-
-
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_bag_images_keep_their_header_stamps_and_encodings(tmp_path, storage):
-    recorded = 1_000 * SECOND
-    mosaics = [np.full((6, 8), i, np.uint8) for i in range(4)]
-    images = [(recorded + i * 33_000_000, "bayer_rggb8", m) for i, m in enumerate(mosaics)]
-    images.insert(2, (recorded + 40_000_000, "16UC1", np.zeros((6, 16), np.uint8)))
-    images.append((recorded + 200_000_000, "rgb8", np.full((6, 8, 3), 9, np.uint8)))
-    path = write_image_bag(tmp_path / "bag", images, storage=storage, padding=4)
-    source = BagFrameSource(path, realtime=False)
-    assert (source.width, source.height, source.topic) == (8, 6, "/rig/frame/image_raw")
-    frames = _drain(source)
-    assert [f.stamp_ns for f in frames] == [
-        recorded,
-        recorded + 33_000_000,
-        recorded + 66_000_000,
-        recorded + 99_000_000,
-        recorded + 200_000_000,
-    ]
-    assert [f.encoding for f in frames] == ["bayer_rggb8"] * 4 + ["rgb8"]
-    for frame, expected in zip(frames, mosaics):
-        np.testing.assert_array_equal(frame.image, expected)  # row padding removed
-    assert frames[-1].image.shape == (6, 8, 3)
-    assert source.bad_frames == 1 and source.finished
-    source.close()
-
-
-def test_bag_in_real_time_is_newest_only_and_can_loop(tmp_path):
-    recorded = 7 * SECOND
-    images = [(recorded + i * 100_000_000, "mono8", np.full((4, 4), i, np.uint8)) for i in range(5)]
-    path = write_image_bag(tmp_path / "bag", images)
-    source = BagFrameSource(path, realtime=True, loop=True)
-    (first,) = source.read(T0)
-    assert first.stamp_ns == recorded  # recorded stamps, whatever the wall clock says
-    (newest,) = source.read(T0 + 350_000_000)
-    assert newest.frame_id == 3 and source.skipped_frames == 2
-    (last,) = source.read(T0 + 400_000_000)
-    assert last.frame_id == 4
-    (again,) = source.read(T0 + 500_000_000)  # the loop follows one period later
-    assert again.frame_id == 0 and again.stamp_ns == recorded and source.loops == 1
-
-
-def test_bag_errors_name_the_path_and_topics(tmp_path):
-    with pytest.raises(SourceUnavailableError, match="no_bag"):
-        BagFrameSource(tmp_path / "no_bag")
-    path = write_image_bag(tmp_path / "bag", [(SECOND, "mono8", np.zeros((2, 2), np.uint8))])
-    with pytest.raises(SourceUnavailableError, match=r"/other.*'/rig/frame/image_raw'"):
-        BagFrameSource(path, topic="/other")

@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 from evseg_ros.events.evt3 import Evt3Decoder, encode_evt3, read_raw_file
 from evseg_ros.events.types import EVENT_DTYPE
 from evseg_ros.sources import SourceUnavailableError
-from evseg_ros.sources.replay import BagEventSource, RawFileEventSource
+from evseg_ros.sources.replay import RawFileEventSource
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -92,31 +92,6 @@ def test_unreadable_recordings_name_the_path(tmp_path):
     unknown.write_bytes(b"% format EVT4;height=720;width=1280\n% end\n\x00\x00")
     with pytest.raises(SourceUnavailableError, match=r"evt4\.raw"):
         RawFileEventSource(unknown)
-    with pytest.raises(SourceUnavailableError, match="no_bag"):
-        BagEventSource(tmp_path / "no_bag")
-
-
-@needs_data
-def test_bag_replay_republishes_every_packet_in_order():
-    source = BagEventSource(TRIGGER_BAG, realtime=False)
-    assert (source.encoding, source.width, source.height) == ("evt3", 1280, 720)
-    packets = _drain(source)
-    assert len(packets) == 105 and source.finished
-    decoder = Evt3Decoder()
-    events = sum(len(decoder.decode(p.data).events) for p in packets)
-    assert events == 82_469
-
-
-@needs_data
-def test_bag_replay_in_real_time_keeps_recorded_spacing():
-    source = BagEventSource(TRIGGER_BAG, realtime=True)
-    start = 10 * SECOND
-    (first,) = source.read(start)
-    assert first.stamp_ns == start
-    early = _drain(source, start + 100_000_000)
-    assert early and all(start <= p.stamp_ns <= start + 100_000_000 for p in early)
-    source.close()
-    assert source.read(start + 10 * SECOND) == []
 
 
 @needs_data
@@ -133,7 +108,7 @@ def test_driver_replays_a_raw_file_into_the_accumulator_over_dds():
             parameter_overrides=[
                 Parameter("source", value="raw"),
                 Parameter("raw_file", value=str(EVT3_RAW)),
-                Parameter("replay_realtime", value=False),
+                Parameter("replay_pacing", value="fast"),
                 Parameter("raw_packet_bytes", value=32_768),
             ],
         )

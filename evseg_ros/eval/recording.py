@@ -1,0 +1,204 @@
+"""What an evaluation needs from a recording besides the replay: frames, ground truth, conditions.
+
+Read once before the replay starts, with ``rosbags``, so that the report can say what is missing
+(a topic, the ground truth, a known event encoding) instead of ending silently empty. Ground
+truth comes from the recording's label topic (mono8 class ids with the frame's exact stamp) or
+from a folder of label PNGs named by stamp (``<stamp_ns>.png``), as a labelled vehicle drive
+would have it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader
+
+from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, event_packet_typestore
+from evseg_ros.events.decoders import DECODERS
+from evseg_ros.sources.frame_replay import IMAGE_MSGTYPE, image_from_msg
+
+LOGGER = logging.getLogger(__name__)
+
+CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
+
+
+@dataclass(frozen=True)
+class RecordingTopics:
+    """Where a recording keeps each stream (the simulated rig's and the drivers' defaults)."""
+
+    events: str = "/rig/events"
+    frames: str = "/rig/frame/image_raw"
+    camera_info: str = "/rig/frame/camera_info"
+    ground_truth: str = "/rig/frame/ground_truth"
+    condition: str = "/rig/frame/condition"
+    calibration: str = "/rig/calibration"
+
+
+class RecordingError(ValueError):
+    """The recording cannot be evaluated at all (unreadable, no frames); names the bag."""
+
+
+@dataclass
+class RecordingContents:
+    """The parts of a recording the evaluation scores against, and what is wrong with it."""
+
+    path: Path
+    topics: dict[str, tuple[str, int]]  # topic -> (msgtype, message count)
+    frame_stamps: list[int]
+    event_encoding: str | None = None
+    calibration_yaml: str | None = None
+    conditions: dict[int, str] = field(default_factory=dict)
+    truth_topic: str | None = None
+    labels_dir: Path | None = None
+    label_files: dict[int, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def recorded_fps(self) -> float:
+        """Median frame rate of the recording's stamps (0 with fewer than two frames)."""
+        if len(self.frame_stamps) < 2:
+            return 0.0
+        period_ns = float(np.median(np.diff(np.asarray(self.frame_stamps, dtype=np.int64))))
+        return 1e9 / period_ns if period_ns > 0 else 0.0
+
+    @property
+    def has_truth(self) -> bool:
+        return self.truth_topic is not None or bool(self.label_files)
+
+    def truth(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(stamp_ns, class ids)`` of every labelled frame (read lazily, one at a time)."""
+        if self.label_files:
+            for stamp, path in sorted(self.label_files.items()):
+                labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                if labels is None or labels.ndim != 2:
+                    LOGGER.warning("label file %s is not a single-channel image: skipped", path)
+                    continue
+                yield stamp, labels
+            return
+        if self.truth_topic is None:
+            return
+        for _, msg in _messages(self.path, self.truth_topic):
+            decoded = image_from_msg(msg)
+            if decoded is None or decoded[1] != "mono8":
+                LOGGER.warning("ground truth on %s is not mono8: skipped", self.truth_topic)
+                continue
+            yield _stamp(msg), decoded[0]
+
+
+def _stamp(msg: Any) -> int:
+    """Header stamp of a message, or of a bare std_msgs/Header (the condition topic)."""
+    stamp = msg.stamp if hasattr(msg, "stamp") else msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _open(path: Path) -> AnyReader:
+    try:
+        reader = AnyReader([path], default_typestore=event_packet_typestore())
+        reader.open()
+    except Exception as err:  # rosbags raises several unrelated types for unreadable bags
+        msg = f"cannot read recording {str(path)!r}: {err}"
+        raise RecordingError(msg) from err
+    return reader
+
+
+def _messages(path: Path, topic: str) -> Iterator[tuple[int, Any]]:
+    reader = _open(path)
+    try:
+        connections = [c for c in reader.connections if c.topic == topic]
+        for connection, bag_ns, raw in reader.messages(connections=connections):
+            try:
+                yield bag_ns, reader.deserialize(raw, connection.msgtype)
+            except Exception as err:  # one bad message: say so, go on
+                LOGGER.warning("skipping a message on %s of %s: %s", topic, path, err)
+    finally:
+        reader.close()
+
+
+def _label_files(labels_dir: Path) -> dict[int, Path]:
+    files: dict[int, Path] = {}
+    for path in sorted(labels_dir.glob("*.png")):
+        try:
+            files[int(path.stem)] = path
+        except ValueError:
+            LOGGER.warning("label file %s is not named by its stamp in ns: skipped", path)
+    return files
+
+
+def inspect_recording(
+    path: str | Path,
+    *,
+    topics: RecordingTopics = RecordingTopics(),
+    labels_dir: str | Path | None = None,
+) -> RecordingContents:
+    """Read a recording's layout, frame stamps, conditions and calibration; list its problems.
+
+    Raises:
+        RecordingError: the bag cannot be opened or holds no frames to evaluate (one line
+            naming the bag and the topic).
+    """
+    path = Path(path)
+    reader = _open(path)
+    try:
+        found = {c.topic: c.msgtype for c in reader.connections}
+        counts = {topic: 0 for topic in found}
+        for connection in reader.connections:
+            counts[connection.topic] += connection.msgcount
+        listing = {topic: (found[topic], counts[topic]) for topic in sorted(found)}
+    finally:
+        reader.close()
+    problems: list[str] = []
+    if found.get(topics.frames) != IMAGE_MSGTYPE:
+        msg = (
+            f"recording {str(path)!r} has no {IMAGE_MSGTYPE} on {topics.frames}; "
+            f"it has {sorted(listing.items())!r}"
+        )
+        raise RecordingError(msg)
+    contents = RecordingContents(path, listing, [])
+    stamp_topic = topics.camera_info if found.get(topics.camera_info) == CAMERA_INFO_MSGTYPE \
+        else topics.frames  # camera infos carry the frame's stamp and are cheaper to read
+    contents.frame_stamps = [_stamp(msg) for _, msg in _messages(path, stamp_topic)]
+    if found.get(topics.events) != EVENT_PACKET_MSGTYPE:
+        problems.append(
+            f"recording {str(path)!r} has no {EVENT_PACKET_MSGTYPE} on {topics.events}: "
+            "the fused model runs without events"
+        )
+    else:
+        for _, msg in _messages(path, topics.events):
+            contents.event_encoding = str(getattr(msg, "encoding", ""))
+            break
+        if contents.event_encoding not in DECODERS:
+            problems.append(
+                f"recording {str(path)!r}: {topics.events} is encoded "
+                f"{contents.event_encoding!r}, not one of {sorted(DECODERS)!r}: the accumulator "
+                "counts and drops those packets"
+            )
+    if labels_dir is not None:
+        contents.labels_dir = Path(labels_dir)
+        if not contents.labels_dir.is_dir():
+            msg = f"labels folder {str(labels_dir)!r} does not exist"
+            raise RecordingError(msg)
+        contents.label_files = _label_files(contents.labels_dir)
+        if not contents.label_files:
+            problems.append(f"labels folder {str(labels_dir)!r} holds no <stamp_ns>.png files")
+    elif found.get(topics.ground_truth) == IMAGE_MSGTYPE:
+        contents.truth_topic = topics.ground_truth
+    else:
+        problems.append(
+            f"recording {str(path)!r} has no ground truth on {topics.ground_truth} (and no "
+            "--labels folder): latency, drops and sync are reported, accuracy is not"
+        )
+    if topics.condition in found:
+        for _, msg in _messages(path, topics.condition):
+            contents.conditions[_stamp(msg)] = str(msg.frame_id)
+    if topics.calibration in found:
+        for _, msg in _messages(path, topics.calibration):
+            contents.calibration_yaml = str(msg.data)
+            break
+    contents.problems = problems
+    return contents

@@ -1,0 +1,324 @@
+"""``evseg eval``: replay a recording through the rig's own nodes and score what comes out.
+
+The graph is the one ``evseg run`` and the launch file start, with the same parameter file;
+only the drivers' sources change to the recording (``source: bag``, both drivers in step, see
+:mod:`evseg_ros.sources.replay_clock`). Masks are collected over ROS by an observer node and
+paired with the ground truth by exact stamp. ``realtime`` pacing measures what the machine
+sustains at ``rate`` (drops counted); ``lockstep`` waits for every mask and gives the same
+accuracy on any machine.
+
+The frame-only comparison runs the frame-only model on exactly the frames the fused model got
+a mask for, on the same preprocessed pixels (taken from the segmentation node's input), after
+the replay, so it costs the live graph nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evseg_ros.eval.metrics import ConfusionMatrix
+from evseg_ros.eval.panels import make_panel, write_png
+from evseg_ros.eval.recording import RecordingContents, RecordingTopics, inspect_recording
+from evseg_ros.eval.report import EvalRun, build_report, write_report
+from evseg_ros.nodes.eval_observer import EvalObserverNode
+from evseg_ros.nodes.graph import NAMESPACE
+from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
+from evseg_ros.paths import resolve_package_path
+from evseg_ros.runtime import ModelNotFoundError, RuntimeBackendError, create_backend
+from evseg_ros.sources.replay_clock import PACINGS
+
+LOGGER = logging.getLogger(__name__)
+
+#: Frame/trigger sync figures of the accumulator that the report carries.
+SYNC_REPORT_KEYS = (
+    "frames", "matched", "dropped_frames", "missing_triggers", "spurious_triggers",
+    "duplicate_triggers", "mean_abs_offset_us", "jitter_us", "period_us", "locked",
+)
+#: lockstep: how long the accumulator may wait for a frame's events (the replay waits anyway)
+LOCKSTEP_MAX_WAIT_MS = 5000.0
+#: after the replay ended: how long in-flight frames may take to come back as masks
+SETTLE_S = 3.0
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything ``evseg eval`` takes besides the bag and the output folder."""
+
+    config: str | Path = "config/rig.yaml"
+    model: str | None = None
+    mode: str = "realtime"
+    rate: float = 1.0
+    compare_frame_only: bool = False
+    frame_only_model: str = "models/demo_image_only.onnx"
+    labels_dir: str | Path | None = None
+    topics: RecordingTopics = field(default_factory=RecordingTopics)
+    timeout_s: float | None = None
+    panels: int = 4
+    #: extra parameter overrides per node (tests, benchmarks)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class EvalOutcome:
+    report: dict[str, Any]
+    run: EvalRun
+    files: list[Path]
+
+
+class _InputTap:
+    """Keeps the segmentation node's inputs (image on the output grid, event frame) by stamp.
+
+    Event frames are kept as float16 for a few panels; images for the frame-only comparison.
+    """
+
+    def __init__(self) -> None:
+        self.images: dict[int, np.ndarray] = {}
+        self.event_frames: dict[int, np.ndarray] = {}
+
+    def __call__(self, stamp_ns: int, image: np.ndarray, event_frame: np.ndarray) -> None:
+        self.images[stamp_ns] = image
+        self.event_frames[stamp_ns] = np.asarray(event_frame, dtype=np.float16)
+
+
+def _overrides(bag: Path, options: EvalOptions, calibration: Path | None) -> dict[str, dict]:
+    replay = {
+        "source": "bag",
+        "bag_path": str(bag),
+        "replay_pacing": options.mode,
+        "replay_rate": float(options.rate),
+        "replay_loop": False,
+        "replay_epoch_ns": 0,
+    }
+    overrides: dict[str, dict[str, Any]] = {
+        "evk4_driver": {**replay, "bag_topic": options.topics.events},
+        "flir_driver": {
+            **replay, "bag_topic": options.topics.frames, "replay_publish_clock": True,
+        },
+        "accumulator": {},
+        "segmentation": {},
+    }
+    if options.mode == "lockstep":
+        overrides["accumulator"]["max_wait_ms"] = LOCKSTEP_MAX_WAIT_MS
+    if options.model:
+        overrides["segmentation"]["model_path"] = options.model
+    if calibration is not None:
+        for values in overrides.values():
+            values["calibration_file"] = str(calibration)
+    for node, values in options.overrides.items():
+        overrides.setdefault(node, {}).update(values)
+    return overrides
+
+
+def _check_model(options: EvalOptions) -> Path:
+    model = options.model or configured_parameter(options.config, "segmentation", "model_path")
+    path = resolve_package_path(model or "")
+    if not path.is_file():
+        raise ModelNotFoundError(path)  # before any node starts: one clear error
+    return path
+
+
+def _replay(
+    bag: Path, contents: RecordingContents, options: EvalOptions, calibration: Path | None
+) -> tuple[dict[str, Any], dict[str, Any], _InputTap, Any, list[str]]:
+    """Run the graph over the recording; return counts, sync, the tap, the observer, problems."""
+    problems: list[str] = []
+    with InProcessGraph(options.config, overrides=_overrides(bag, options, calibration)) as graph:
+        segmentation = graph.nodes["segmentation"]
+        if segmentation.segmenter is None:
+            raise RuntimeBackendError(segmentation.error)
+        for name in ("evk4_driver", "flir_driver"):
+            if graph.nodes[name].source is None:
+                problems.append(f"{name}: {graph.nodes[name].error}")
+        tap = _InputTap()
+        segmentation.input_listeners.append(tap)
+        observer_node = EvalObserverNode(context=graph.context, namespace=NAMESPACE)
+        graph.add_node(observer_node)
+        observer = observer_node.observer
+        flir = graph.nodes["flir_driver"]
+        span_s = (contents.frame_stamps[-1] - contents.frame_stamps[0]) / 1e9
+        if options.timeout_s is not None:
+            budget = options.timeout_s
+        elif options.mode == "lockstep":
+            budget = 60.0 + 15.0 * len(contents.frame_stamps)
+        else:
+            budget = 60.0 + 2.0 * span_s / options.rate
+        deadline = time.monotonic() + budget
+        settle_until = None
+        while time.monotonic() < deadline:
+            graph.spin_once(0.01)
+            if flir.replay is None or flir.replay.finished:
+                if settle_until is None:
+                    settle_until = time.monotonic() + SETTLE_S
+                published = flir.frames_published
+                if observer.masks_received >= published or time.monotonic() > settle_until:
+                    break
+        else:
+            problems.append(f"the replay did not finish within {budget:.0f} s; reporting so far")
+        accumulator = graph.nodes["accumulator"].core.diagnostics()
+        flir_status = flir._status_values()  # noqa: SLF001 (the driver's own diagnostics values)
+        counts = {
+            "published": flir.frames_published,
+            "skipped_at_replay": int(flir_status.get("frames_skipped", 0)),
+            "bad_frames": int(flir_status.get("bad_frames", 0)),
+            "lockstep_timeouts": int(flir_status.get("lockstep_timeouts", 0)),
+            "event_packets": int(accumulator["packets"]),
+            "event_seq_gaps": int(accumulator["seq_gaps"]),
+            "event_frames_late": int(accumulator["frames_late"]),
+            "event_frames_out": int(accumulator["frames_out"]),
+            "masks_published": int(segmentation.counters["frames_out"]),
+            "masks_received": observer.masks_received,
+        }
+        sync = {key: accumulator.get(f"sync_{key}") for key in SYNC_REPORT_KEYS}
+        latency = segmentation.latency.samples()
+        latency["frame_to_mask"] = observer.frame_to_mask_ms(dict(flir.published_at))
+    return counts, sync, tap, (observer, latency), problems
+
+
+def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> EvalOutcome:
+    """Replay ``bag`` through the graph, score it, and write the report into ``output_dir``.
+
+    Raises:
+        RecordingError: the recording cannot be read or has no frames (one line).
+        ModelNotFoundError, RuntimeBackendError: the model cannot run.
+        ValueError: a bad mode or rate (names the value).
+    """
+    if options.mode not in ("realtime", "lockstep"):
+        msg = f"mode must be 'realtime' or 'lockstep' (of {PACINGS!r}), got {options.mode!r}"
+        raise ValueError(msg)
+    if not options.rate > 0:
+        msg = f"rate must be positive, got {options.rate!r}"
+        raise ValueError(msg)
+    start = time.monotonic()
+    bag = Path(bag)
+    model_path = _check_model(options)
+    contents = inspect_recording(bag, topics=options.topics, labels_dir=options.labels_dir)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    calibration = None
+    if contents.calibration_yaml:  # render and replay through the same calibration
+        calibration = output_dir / "calibration.yaml"
+        calibration.write_text(contents.calibration_yaml)
+    counts, sync, tap, (observer, latency), problems = _replay(
+        bag, contents, options, calibration
+    )
+    problems = contents.problems + problems
+    label_set_name = configured_parameter(options.config, "segmentation", "label_set")
+    from evseg_ros.labels import get_label_set  # noqa: PLC0415
+
+    label_set = get_label_set(label_set_name or "dsec11")
+    fused = ConfusionMatrix(label_set.num_classes)
+    fused_by_condition: dict[str, ConfusionMatrix] = {}
+    evaluated: list[int] = []
+    for stamp, truth in contents.truth():
+        mask = observer.masks.get(stamp)
+        if mask is None:
+            continue
+        if mask.shape != truth.shape:
+            problems.append(
+                f"mask {mask.shape} and ground truth {truth.shape} differ in size at stamp "
+                f"{stamp}: not scored"
+            )
+            continue
+        condition = contents.conditions.get(stamp, "unknown")
+        fused.update(mask, truth)
+        fused_by_condition.setdefault(condition, ConfusionMatrix(label_set.num_classes)).update(
+            mask, truth
+        )
+        evaluated.append(stamp)
+    frame_only = frame_only_by_condition = None
+    if options.compare_frame_only:
+        frame_only, frame_only_by_condition = _frame_only(
+            contents, options, tap, set(evaluated), label_set.num_classes, problems
+        )
+    arrivals = sorted(observer.mask_arrival_ns.items(), key=lambda kv: kv[1])
+    frames = {
+        "in_bag": len(contents.frame_stamps),
+        **counts,
+        "evaluated": len(evaluated),
+        "dropped": len(contents.frame_stamps) - len(evaluated),
+    }
+    if not contents.has_truth:
+        frames["dropped"] = len(contents.frame_stamps) - counts["masks_received"]
+    run = EvalRun(
+        bag=str(bag),
+        model=str(model_path),
+        mode=options.mode,
+        rate=float(options.rate),
+        recorded_fps=contents.recorded_fps,
+        class_names=list(label_set.classes),
+        fused=fused,
+        wall_s=0.0,
+        fused_by_condition=fused_by_condition,
+        frame_only=frame_only,
+        frame_only_by_condition=frame_only_by_condition,
+        latency_ms=latency,
+        frames=frames,
+        sync=sync,
+        mask_stamps_ns=[stamp for stamp, _ in arrivals],
+        mask_arrival_ns=[arrival for _, arrival in arrivals],
+        problems=problems,
+    )
+    files = _write_panels(contents, observer, tap, evaluated, label_set, output_dir, options)
+    run.wall_s = time.monotonic() - start
+    report = build_report(run)
+    report["panels"] = [str(p) for p in files]
+    files += write_report(report, run, output_dir)
+    return EvalOutcome(report, run, files)
+
+
+def _frame_only(
+    contents: RecordingContents, options: EvalOptions, tap: _InputTap, stamps: set[int],
+    num_classes: int, problems: list[str],
+) -> tuple[ConfusionMatrix | None, dict[str, ConfusionMatrix] | None]:
+    path = resolve_package_path(options.frame_only_model)
+    if not path.is_file():
+        problems.append(f"frame-only model {str(path)!r} does not exist: no comparison")
+        return None, None
+    backend = create_backend("onnxruntime", path)
+    matrix = ConfusionMatrix(num_classes)
+    by_condition: dict[str, ConfusionMatrix] = {}
+    for stamp, truth in contents.truth():
+        if stamp not in stamps:
+            continue
+        image = tap.images[stamp]
+        mask = backend.infer(image, np.zeros((3, *image.shape[:2]), np.float32)).mask
+        matrix.update(mask, truth)
+        condition = contents.conditions.get(stamp, "unknown")
+        by_condition.setdefault(condition, ConfusionMatrix(num_classes)).update(mask, truth)
+    return matrix, by_condition
+
+
+def _write_panels(
+    contents: RecordingContents, observer, tap: _InputTap, evaluated: list[int], label_set,
+    output_dir: Path, options: EvalOptions,
+) -> list[Path]:
+    """One panel (frame, events, mask, truth) per condition, middle frame of each."""
+    if options.panels <= 0 or not evaluated:
+        return []
+    by_condition: dict[str, list[int]] = {}
+    for stamp in evaluated:
+        by_condition.setdefault(contents.conditions.get(stamp, "unknown"), []).append(stamp)
+    chosen = {stamps[len(stamps) // 2]: name for name, stamps in sorted(by_condition.items())}
+    for stamp in evaluated[:: max(1, len(evaluated) // options.panels)]:
+        if len(chosen) >= options.panels:
+            break
+        chosen.setdefault(stamp, contents.conditions.get(stamp, "unknown"))
+    truth = {stamp: labels for stamp, labels in contents.truth() if stamp in chosen}
+    paths = []
+    for stamp, condition in sorted(chosen.items()):
+        if stamp not in tap.images or stamp not in truth:
+            continue
+        panel = make_panel(
+            tap.images[stamp], tap.event_frames[stamp].astype(np.float32),
+            observer.masks[stamp], truth[stamp], label_set, title=f"({condition})",
+        )
+        path = output_dir / f"panel_{stamp}_{condition}.png"
+        write_png(path, panel)
+        paths.append(path)
+    return paths
