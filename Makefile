@@ -2,7 +2,6 @@
 # `make test`. Both create/refresh the virtualenv first; later runs skip what is installed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-FRAMES ?= 100
 # keep DDS discovery on this machine (tests and demo never need the network)
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -12,8 +11,9 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
 
+# simulate the rig once (cached under output/sim_cache) and replay it through the graph
 demo: venv
-	$(PY) -m evseg_ros.cli demo --frames $(FRAMES) --output output/demo
+	$(PY) -m evseg_ros.cli demo --output output/demo
 
 test: venv
 	$(PY) -m pytest -q --import-mode=importlib -p no:cacheprovider test

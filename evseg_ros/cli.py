@@ -6,6 +6,7 @@ ROS imports happen inside the subcommands, so ``evseg --help`` works anywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -23,34 +24,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.setdefault("segmentation", {})["model_path"] = args.model
     if args.backend:
         overrides.setdefault("segmentation", {})["backend"] = args.backend
+    drivers = ("evk4_driver", "flir_driver")
     if args.source:
-        for name in ("evk4_driver", "flir_driver"):
+        for name in drivers:
             overrides.setdefault(name, {})["source"] = args.source
+    if args.bag:
+        for name in drivers:
+            overrides.setdefault(name, {}).update(
+                source="bag", bag_path=args.bag, replay_pacing=args.pacing,
+                replay_rate=args.rate, replay_loop=args.loop,
+            )
     with InProcessGraph(args.config, overrides=overrides) as graph:
         names = ", ".join(node.get_fully_qualified_name() for node in graph.nodes.values())
         print(f"running {names} (Ctrl-C to stop)", flush=True)
         deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not graph.replay_finished:
                 graph.spin_once(0.05)
         except KeyboardInterrupt:
             pass
+        if graph.replay_finished:
+            print(f"recording {args.bag} replayed to its end", flush=True)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.demo import format_report, run_demo  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.eval.recording import RecordingError  # noqa: PLC0415
+    from evseg_ros.eval.report import format_report  # noqa: PLC0415
+    from evseg_ros.nodes.demo import DEMO_RECORDING, run_demo  # noqa: PLC0415 (needs rclpy)
     from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
 
+    recording = dataclasses.replace(DEMO_RECORDING, seconds=args.seconds)
     try:
-        report = run_demo(
-            config=args.config, frames=args.frames, output_dir=args.output, model=args.model
+        outcome = run_demo(
+            config=args.config, output_dir=args.output, rate=args.rate, mode=args.mode,
+            model=args.model, recording=recording,
         )
-    except (RuntimeBackendError, FileNotFoundError) as err:
+    except (RecordingError, RuntimeBackendError, FileNotFoundError, ValueError) as err:
         print(f"evseg demo: {err}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    return 0 if report.counts.get("masks_received") else 1
+    print(format_report(outcome.report))
+    print(f"\nreport and panels: {args.output}/")
+    return 0 if outcome.run.frames.get("masks_received") else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -206,12 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", "onnxruntime", "pytorch"))
     run.add_argument("--model", help="override segmentation model_path")
     run.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = forever)")
+    run.add_argument("--bag", help="replay this recording through both drivers (source bag)")
+    run.add_argument(
+        "--pacing", choices=("realtime", "lockstep", "fast"), default="realtime",
+        help="--bag: realtime at --rate, lockstep (every frame), or as fast as consumed",
+    )
+    run.add_argument("--rate", type=float, default=1.0, help="--bag: replay speed x recorded")
+    run.add_argument("--loop", action="store_true", help="--bag: start over at the end")
     run.set_defaults(func=_cmd_run)
 
-    demo = sub.add_parser("demo", help="run the rig on the simulator and report figures")
+    demo = sub.add_parser(
+        "demo",
+        help="replay the simulated rig's recording through the graph and report figures",
+        description=(
+            "Render the simulated rig once into a recording (cached), replay it through the "
+            "rig's nodes in real time at --rate, and report mIoU (fused vs frame-only), "
+            "latency, drops and sync, with PNG panels and plots in --output."
+        ),
+    )
     demo.add_argument("--config", default=DEFAULT_CONFIG, help="ROS 2 parameter file")
-    demo.add_argument("--frames", type=int, default=100, help="masks to collect")
-    demo.add_argument("--output", default="output/demo", help="folder for PNGs and summary.json")
+    demo.add_argument("--seconds", type=float, default=6.0, help="recording length [s]")
+    demo.add_argument("--rate", type=float, default=0.25, help="replay speed x recorded")
+    demo.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime")
+    demo.add_argument("--output", default="output/demo", help="folder for the report and PNGs")
     demo.add_argument("--model", help="override segmentation model_path")
     demo.set_defaults(func=_cmd_demo)
 
@@ -256,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--pretty", action="store_true", help="indent the JSON")
     info.set_defaults(func=_cmd_info)
 
+    from evseg_ros.nodes.record_cli import add_record_parser  # noqa: PLC0415 (no rclpy import)
+    from evseg_ros.sim.recording_cli import add_simulate_parser  # noqa: PLC0415
     from evseg_ros.train.cli import add_export_parser, add_train_parser  # no torch import
 
+    add_simulate_parser(sub)
+    add_record_parser(sub)
     add_train_parser(sub)
     add_export_parser(sub)
 

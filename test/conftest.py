@@ -40,3 +40,14 @@ def tiny_onnx_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     export_onnx(DemoFusionNet(num_classes=11, width=8), path, height=240, width=320)
     return path
+
+
+@pytest.fixture(scope="session")
+def short_recording(tmp_path_factory) -> Path:
+    """A 0.6 s simulated recording (every lighting condition) at the rig's size, rendered once."""
+    from evseg_ros.sim.recording import RecordingSpec, cached_recording
+
+    spec = RecordingSpec(
+        seconds=0.6, seed=3, conditions=("normal", "night", "glare"), condition_period_s=0.2
+    )
+    return cached_recording(spec, cache_root=tmp_path_factory.mktemp("recordings"))

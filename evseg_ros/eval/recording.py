@@ -103,6 +103,8 @@ def _open(path: Path) -> AnyReader:
         reader.open()
     except Exception as err:  # rosbags raises several unrelated types for unreadable bags
         msg = f"cannot read recording {str(path)!r}: {err}"
+        if "magic" in str(err).lower() or "truncat" in str(err).lower():
+            msg += " (truncated: a recording cut off mid-write; `mcap recover` repairs an MCAP)"
         raise RecordingError(msg) from err
     return reader
 

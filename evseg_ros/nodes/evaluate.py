@@ -42,7 +42,8 @@ SYNC_REPORT_KEYS = (
 )
 #: lockstep: how long the accumulator may wait for a frame's events (the replay waits anyway)
 LOCKSTEP_MAX_WAIT_MS = 5000.0
-#: after the replay ended: how long in-flight frames may take to come back as masks
+#: after the replay ended: how long in-flight frames may take to come back as masks (plus the
+#: accumulator's max_wait_ms)
 SETTLE_S = 3.0
 
 
@@ -149,12 +150,14 @@ def _replay(
         else:
             budget = 60.0 + 2.0 * span_s / options.rate
         deadline = time.monotonic() + budget
+        # in-flight frames may wait for their events up to max_wait_ms before coming back
+        settle_s = SETTLE_S + graph.nodes["accumulator"].core.config.max_wait_ns / 1e9
         settle_until = None
         while time.monotonic() < deadline:
             graph.spin_once(0.01)
             if flir.replay is None or flir.replay.finished:
                 if settle_until is None:
-                    settle_until = time.monotonic() + SETTLE_S
+                    settle_until = time.monotonic() + settle_s
                 published = flir.frames_published
                 if observer.masks_received >= published or time.monotonic() > settle_until:
                     break
@@ -304,7 +307,10 @@ def _write_panels(
     by_condition: dict[str, list[int]] = {}
     for stamp in evaluated:
         by_condition.setdefault(contents.conditions.get(stamp, "unknown"), []).append(stamp)
-    chosen = {stamps[len(stamps) // 2]: name for name, stamps in sorted(by_condition.items())}
+    chosen = {
+        stamps[len(stamps) // 2]: name for name, stamps in sorted(by_condition.items())
+    }
+    chosen = dict(list(chosen.items())[: options.panels])
     for stamp in evaluated[:: max(1, len(evaluated) // options.panels)]:
         if len(chosen) >= options.panels:
             break
