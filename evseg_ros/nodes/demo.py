@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evseg_ros.nodes.evaluate import EvalOptions, EvalOutcome, run_eval
+from evseg_ros.nodes.evaluate import EvalOptions, EvalOutcome, check_model, run_eval
 from evseg_ros.sim.recording import DEFAULT_CACHE_ROOT, RecordingSpec, cached_recording
 
 #: the recording the demo replays: every lighting condition, 30 fps, the rig's calibration
@@ -36,9 +36,10 @@ def run_demo(
     cache_root: Path = DEFAULT_CACHE_ROOT,
 ) -> EvalOutcome:
     """Render (or reuse) the demo recording and evaluate it; see :func:`run_eval`."""
-    bag = cached_recording(recording, cache_root=cache_root)
     options = EvalOptions(
         config=config, model=model, mode=mode, rate=rate, compare_frame_only=True,
         panels=panels, timeout_s=timeout_s,
     )
+    check_model(options)  # one clear error before minutes of rendering
+    bag = cached_recording(recording, cache_root=cache_root)
     return run_eval(bag, output_dir, options)

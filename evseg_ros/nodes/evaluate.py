@@ -116,7 +116,8 @@ def _overrides(bag: Path, options: EvalOptions, calibration: Path | None) -> dic
     return overrides
 
 
-def _check_model(options: EvalOptions) -> Path:
+def check_model(options: EvalOptions) -> Path:
+    """The model file the segmentation node will load; raises ModelNotFoundError if absent."""
     model = options.model or configured_parameter(options.config, "segmentation", "model_path")
     path = resolve_package_path(model or "")
     if not path.is_file():
@@ -199,7 +200,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         raise ValueError(msg)
     start = time.monotonic()
     bag = Path(bag)
-    model_path = _check_model(options)
+    model_path = check_model(options)
     contents = inspect_recording(bag, topics=options.topics, labels_dir=options.labels_dir)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -41,11 +41,11 @@ class SimEventSource:
     """EVT3 packets from the simulated event camera, cut at multiples of ``packet_period_us``."""
 
     encoding = "evt3"
-    MAX_PERIODS_PER_PACKET = 20
+    MAX_PERIODS_PER_PACKET = 5
 
     def __init__(
         self, rig: CoaxialRigSim, *, epoch_ns: int, packet_period_us: int = 10_000,
-        time_scale: float = 1.0, max_lag_us: int = 200_000,
+        time_scale: float = 1.0, max_lag_us: int = 1_000_000,
     ):
         if packet_period_us <= 0:
             msg = f"packet_period_us must be positive, got {packet_period_us!r}"

@@ -111,8 +111,7 @@ def test_demo_refuses_a_missing_model_before_starting_anything(tmp_path, capsys)
     from evseg_ros.cli import main
 
     missing = tmp_path / "absent.onnx"
-    assert main(["demo", "--frames", "1", "--model", str(missing), "--output",
-                 str(tmp_path / "out")]) == 2
+    assert main(["demo", "--model", str(missing), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count(str(missing)) == 1 and "segmentation model not found" in err
     assert not (tmp_path / "out").exists()

@@ -27,7 +27,8 @@ def _options(model: Path, **kwargs) -> EvalOptions:
 
 def test_recording_contents_list_frames_truth_conditions_and_calibration(short_recording):
     contents = inspect_recording(short_recording)
-    assert len(contents.frame_stamps) == 15 and contents.recorded_fps == pytest.approx(30.0, rel=1e-3)
+    assert len(contents.frame_stamps) == 15
+    assert contents.recorded_fps == pytest.approx(30.0, rel=1e-3)
     assert contents.event_encoding == "evt3" and contents.problems == []
     assert sorted(set(contents.conditions.values())) == ["glare", "night", "normal"]
     truth = dict(contents.truth())
