@@ -27,7 +27,8 @@ class Lighting(enum.Enum):
     GLARE = "glare"
 
 
-#: Lighting modes accepted by the simulator configuration.
+#: Lighting modes accepted by the simulator configuration. A comma-separated list of condition
+#: names (``"night,glare"``) is accepted too: see :func:`lighting_sequence`.
 LIGHTING_MODES = ("normal", "night", "glare", "cycle")
 
 
@@ -72,24 +73,46 @@ def lighting_params(lighting: Lighting, *, night_exposure_factor: float = 4.0,
     raise ValueError(msg)
 
 
+def lighting_sequence(mode: str) -> tuple[Lighting, ...] | None:
+    """The conditions a fixed-order ``mode`` visits; None for the seed-dependent ``"cycle"``.
+
+    ``"normal"``, ``"night"`` and ``"glare"`` are one-condition sequences; a comma-separated list
+    such as ``"normal,night,glare"`` visits its conditions in the listed order (repeats allowed).
+
+    Raises:
+        ValueError: An empty or unknown condition name (the message lists the valid ones).
+    """
+    if mode == "cycle":
+        return None
+    try:
+        return tuple(Lighting(name.strip()) for name in str(mode).split(","))
+    except ValueError:
+        msg = (
+            f"unknown lighting mode {mode!r}; expected one of {LIGHTING_MODES} or a "
+            f"comma-separated list of {tuple(light.value for light in Lighting)}"
+        )
+        raise ValueError(msg) from None
+
+
 def lighting_schedule(mode: str, seed: int, period_s: float, t_us: int) -> Lighting:
     """Lighting at ``t_us`` for a configured ``mode``.
 
     ``"cycle"`` visits all three conditions in a seed-dependent order, switching every
     ``period_s``, so any few seconds of a sequence exercise every failure mode of the frames.
+    A comma-separated list (``"normal,night,glare"``) visits its conditions in the listed order
+    instead, also switching every ``period_s`` from sensor time 0.
     """
-    if mode != "cycle":
-        try:
-            return Lighting(mode)
-        except ValueError:
-            msg = f"unknown lighting mode {mode!r}; expected one of {LIGHTING_MODES}"
-            raise ValueError(msg) from None
+    sequence = lighting_sequence(mode)
+    if sequence is not None and len(sequence) == 1:
+        return sequence[0]
     if period_s <= 0:
-        msg = f"lighting_period_s must be positive for 'cycle', got {period_s!r}"
+        msg = f"lighting_period_s must be positive for {mode!r}, got {period_s!r}"
         raise ValueError(msg)
+    k = math.floor(t_us / (period_s * 1e6))
+    if sequence is not None:
+        return sequence[k % len(sequence)]
     order = np.argsort(hash_uniform(seed, 77, np.arange(3))[:, 0])
     modes = (Lighting.NORMAL, Lighting.NIGHT, Lighting.GLARE)
-    k = math.floor(t_us / (period_s * 1e6))
     return modes[int(order[k % 3])]
 
 
@@ -188,4 +211,5 @@ __all__ = [
     "glare_sun_direction",
     "lighting_params",
     "lighting_schedule",
+    "lighting_sequence",
 ]

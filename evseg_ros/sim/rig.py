@@ -12,6 +12,7 @@ from a stateful :class:`EventSimulator` that is itself deterministic per seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from evseg_ros.sim.lighting import (
     glare_sun_direction,
     lighting_params,
     lighting_schedule,
+    lighting_sequence,
 )
 from evseg_ros.sim.scene import Illumination, Renderer, World
 
@@ -40,8 +42,8 @@ class SimConfig:
     seed: int = 0
     frame_rate_hz: float = 10.0
     exposure_us: int = 10_000  # NORMAL exposure; NIGHT multiplies it (more motion blur)
-    lighting: str = "cycle"  # "normal" | "night" | "glare" | "cycle"
-    lighting_period_s: float = 4.0  # for "cycle"
+    lighting: str = "cycle"  # "normal" | "night" | "glare" | "cycle" | e.g. "night,glare"
+    lighting_period_s: float = 4.0  # for "cycle" and condition lists
     ego_speed_mps: float = 12.0
     num_vehicles: int = 6  # moving vehicles per ~100 m of road (both directions)
     num_persons: int = 4  # pedestrians per ~100 m (sidewalks, plus some crossing)
@@ -68,8 +70,14 @@ class SimConfig:
             msg = f"exposure_us must be positive, got {self.exposure_us!r}"
             raise ValueError(msg)
         if self.lighting not in LIGHTING_MODES:
-            msg = f"lighting must be one of {LIGHTING_MODES}, got {self.lighting!r}"
-            raise ValueError(msg)
+            try:
+                lighting_sequence(self.lighting)
+            except ValueError:
+                msg = (
+                    f"lighting must be one of {LIGHTING_MODES} or a comma-separated list of "
+                    f"conditions, got {self.lighting!r}"
+                )
+                raise ValueError(msg) from None
         if self.blur_substeps < 1 or self.max_blur_substeps < 1:
             msg = "blur_substeps and max_blur_substeps must be at least 1"
             raise ValueError(msg)
@@ -205,18 +213,24 @@ class CoaxialRigSim:
                                           "luminance")
         return out.luminance
 
-    def event_simulator(self, t_start_us: int = 0) -> EventSimulator:
+    def event_simulator(
+        self, t_start_us: int = 0, *,
+        trigger_times: Callable[[int, int], np.ndarray] | None = None,
+    ) -> EventSimulator:
         """Start a fresh event stream at ``t_start_us`` (deterministic per seed).
 
         Trigger edges are reported at every ``trigger_times`` instant (rising) and a pulse
-        width later (falling).
+        width later (falling). ``trigger_times`` defaults to :meth:`trigger_times`, the free
+        running trigger; a recording that starts its frames later passes its own schedule
+        (``(t0, t1) -> int64`` rising-edge times in ``[t0, t1)``).
         """
         shape = (self.calibration.event_camera.height, self.calibration.event_camera.width)
         return EventSimulator(
             self.render_event_luminance, shape, self.config.event_params(),
             t_start_us=int(t_start_us), condition=self.lighting_at,
             noise_factor=lambda light: self._params[light].event_noise_factor,
-            trigger_times=self.trigger_times, trigger_pulse_us=self.config.trigger_pulse_us,
+            trigger_times=self.trigger_times if trigger_times is None else trigger_times,
+            trigger_pulse_us=self.config.trigger_pulse_us,
         )
 
     def _illumination(self, t_us: int) -> Illumination:
