@@ -10,8 +10,9 @@ trigger is exactly the recorded one, and a ``/clock`` carries the playhead.
 Bounded work per poll: an event replay sends what became due since the last poll as one packet
 of at most ``max_packets_per_read`` recorded packets and reports how far behind it is
 (``replay_lag_ms``) instead of blocking the executor; a frame replay that fell behind
-publishes the newest due frame and counts the others in ``skipped_frames``. A message that cannot be read is counted
-(``bad_messages``) and skipped; a damaged file ends the pass with an error line.
+publishes the newest due frame and counts the others in ``skipped_frames``. A message that
+cannot be read is counted (``bad_messages``) and skipped; a damaged file ends the pass with an
+error line.
 """
 
 from __future__ import annotations
