@@ -34,11 +34,14 @@ setup(
             "flir_driver = evseg_ros.nodes.flir_driver:main",
             "accumulator = evseg_ros.nodes.accumulator:main",
             "segmentation = evseg_ros.nodes.segmentation:main",
+            "recorder = evseg_ros.nodes.recorder:main",
             "evseg = evseg_ros.cli:main",
         ],
     },
-    # what setup.cfg's [develop]/[install] sections do in ros2/examples: scripts go to
-    # lib/<package> so that `ros2 run evseg_ros <node>` finds them
+    # what setup.cfg's [develop]/[install] sections do in ros2/examples: colcon's
+    # `setup.py install` puts the scripts in lib/<package>, where `ros2 run evseg_ros <node>` and
+    # launch_ros look. A PEP 660 editable install (`pip install --no-deps -e .`, what
+    # scripts/bootstrap.sh does) does not read these: its scripts go to the venv's bin/.
     options={
         "develop": {"script_dir": f"$base/lib/{package_name}"},
         "install": {"install_scripts": f"$base/lib/{package_name}"},
