@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -20,15 +21,34 @@ from evseg_ros.nodes.qos import RESULTS_QOS
 
 @dataclass
 class EvalObserver:
-    """What the node below saw; plain data, read after the run."""
+    """What the node below saw; plain data, read after the run.
 
-    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    Masks are kept PNG-compressed (a few KB instead of a full image each), so a long recording
+    fits in memory.
+    """
+
+    masks_png: dict[int, bytes] = field(default_factory=dict)
     mask_arrival_ns: dict[int, int] = field(default_factory=dict)
     bad_masks: int = 0
 
     @property
     def masks_received(self) -> int:
-        return len(self.masks)
+        return len(self.masks_png)
+
+    def keep(self, stamp_ns: int, mask: np.ndarray, arrival_ns: int) -> None:
+        ok, png = cv2.imencode(".png", mask)
+        if not ok:
+            self.bad_masks += 1
+            return
+        self.masks_png[stamp_ns] = png.tobytes()
+        self.mask_arrival_ns[stamp_ns] = arrival_ns
+
+    def mask(self, stamp_ns: int) -> np.ndarray | None:
+        """The class-id mask received with ``stamp_ns``, or None."""
+        png = self.masks_png.get(stamp_ns)
+        if png is None:
+            return None
+        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
 
     def frame_to_mask_ms(self, frame_sent_ns: dict[int, int]) -> list[float]:
         """Latency of every mask from when its frame was sent, in mask arrival order.
@@ -54,8 +74,6 @@ class EvalObserverNode(Node):
         arrival = time.monotonic_ns()
         stamp = stamp_to_ns(msg.header)
         try:
-            self.observer.masks[stamp] = from_image_msg(msg, expected=("mono8",)).copy()
+            self.observer.keep(stamp, from_image_msg(msg, expected=("mono8",)), arrival)
         except ImageConversionError:
             self.observer.bad_masks += 1
-            return
-        self.observer.mask_arrival_ns[stamp] = arrival

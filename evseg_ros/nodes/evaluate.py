@@ -26,7 +26,7 @@ from evseg_ros.eval.metrics import ConfusionMatrix
 from evseg_ros.eval.panels import make_panel, write_png
 from evseg_ros.eval.recording import RecordingContents, RecordingTopics, inspect_recording
 from evseg_ros.eval.report import EvalRun, build_report, write_report
-from evseg_ros.nodes.eval_observer import EvalObserverNode
+from evseg_ros.nodes.eval_observer import EvalObserver, EvalObserverNode
 from evseg_ros.nodes.graph import NAMESPACE
 from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
 from evseg_ros.paths import resolve_package_path
@@ -75,16 +75,50 @@ class EvalOutcome:
 class _InputTap:
     """Keeps the segmentation node's inputs (image on the output grid, event frame) by stamp.
 
-    Event frames are kept as float16 for a few panels; images for the frame-only comparison.
+    Bounded by what is asked for: images of every frame only for the frame-only comparison
+    (~230 KB per 320x240 frame), event frames only for the panels' stamps.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, all_images: bool, panel_stamps: set[int]) -> None:
+        self.all_images = all_images
+        self.panel_stamps = panel_stamps
         self.images: dict[int, np.ndarray] = {}
         self.event_frames: dict[int, np.ndarray] = {}
 
     def __call__(self, stamp_ns: int, image: np.ndarray, event_frame: np.ndarray) -> None:
-        self.images[stamp_ns] = image
-        self.event_frames[stamp_ns] = np.asarray(event_frame, dtype=np.float16)
+        if self.all_images or stamp_ns in self.panel_stamps:
+            self.images[stamp_ns] = image
+        if stamp_ns in self.panel_stamps:
+            self.event_frames[stamp_ns] = np.array(event_frame, dtype=np.float32)
+
+
+@dataclass
+class _ReplayResult:
+    counts: dict[str, Any]
+    sync: dict[str, Any]
+    latency_ms: dict[str, list[float]]
+    tap: _InputTap
+    observer: EvalObserver
+    problems: list[str]
+
+
+def _panel_stamps(contents: RecordingContents, count: int) -> dict[int, str]:
+    """Frames the panels show: the middle frame of each condition, then evenly spaced ones."""
+    if count <= 0 or not contents.frame_stamps:
+        return {}
+    by_condition: dict[str, list[int]] = {}
+    for stamp in contents.frame_stamps:
+        by_condition.setdefault(contents.conditions.get(stamp, "unknown"), []).append(stamp)
+    chosen = {
+        stamps[len(stamps) // 2]: name for name, stamps in sorted(by_condition.items())
+    }
+    chosen = dict(list(chosen.items())[:count])
+    stride = max(1, len(contents.frame_stamps) // count)
+    for stamp in contents.frame_stamps[stride // 2 :: stride]:
+        if len(chosen) >= count:
+            break
+        chosen.setdefault(stamp, contents.conditions.get(stamp, "unknown"))
+    return chosen
 
 
 def _overrides(bag: Path, options: EvalOptions, calibration: Path | None) -> dict[str, dict]:
@@ -126,9 +160,10 @@ def check_model(options: EvalOptions) -> Path:
 
 
 def _replay(
-    bag: Path, contents: RecordingContents, options: EvalOptions, calibration: Path | None
-) -> tuple[dict[str, Any], dict[str, Any], _InputTap, Any, list[str]]:
-    """Run the graph over the recording; return counts, sync, the tap, the observer, problems."""
+    bag: Path, contents: RecordingContents, options: EvalOptions, calibration: Path | None,
+    tap: _InputTap,
+) -> _ReplayResult:
+    """Run the graph over the recording and collect what it did."""
     problems: list[str] = []
     with InProcessGraph(options.config, overrides=_overrides(bag, options, calibration)) as graph:
         segmentation = graph.nodes["segmentation"]
@@ -137,7 +172,6 @@ def _replay(
         for name in ("evk4_driver", "flir_driver"):
             if graph.nodes[name].source is None:
                 problems.append(f"{name}: {graph.nodes[name].error}")
-        tap = _InputTap()
         segmentation.input_listeners.append(tap)
         observer_node = EvalObserverNode(context=graph.context, namespace=NAMESPACE)
         graph.add_node(observer_node)
@@ -181,7 +215,7 @@ def _replay(
         sync = {key: accumulator.get(f"sync_{key}") for key in SYNC_REPORT_KEYS}
         latency = segmentation.latency.samples()
         latency["frame_to_mask"] = observer.frame_to_mask_ms(dict(flir.published_at))
-    return counts, sync, tap, (observer, latency), problems
+    return _ReplayResult(counts, sync, latency, tap, observer, problems)
 
 
 def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> EvalOutcome:
@@ -208,10 +242,11 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     if contents.calibration_yaml:  # render and replay through the same calibration
         calibration = output_dir / "calibration.yaml"
         calibration.write_text(contents.calibration_yaml)
-    counts, sync, tap, (observer, latency), problems = _replay(
-        bag, contents, options, calibration
-    )
-    problems = contents.problems + problems
+    panel_stamps = _panel_stamps(contents, options.panels)
+    tap = _InputTap(all_images=options.compare_frame_only, panel_stamps=set(panel_stamps))
+    replayed = _replay(bag, contents, options, calibration, tap)
+    observer, counts = replayed.observer, replayed.counts
+    problems = contents.problems + replayed.problems
     label_set_name = configured_parameter(options.config, "segmentation", "label_set")
     from evseg_ros.labels import get_label_set  # noqa: PLC0415
 
@@ -220,7 +255,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     fused_by_condition: dict[str, ConfusionMatrix] = {}
     evaluated: list[int] = []
     for stamp, truth in contents.truth():
-        mask = observer.masks.get(stamp)
+        mask = observer.mask(stamp)
         if mask is None:
             continue
         if mask.shape != truth.shape:
@@ -261,14 +296,15 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         fused_by_condition=fused_by_condition,
         frame_only=frame_only,
         frame_only_by_condition=frame_only_by_condition,
-        latency_ms=latency,
+        latency_ms=replayed.latency_ms,
         frames=frames,
-        sync=sync,
+        sync=replayed.sync,
         mask_stamps_ns=[stamp for stamp, _ in arrivals],
         mask_arrival_ns=[arrival for _, arrival in arrivals],
         problems=problems,
     )
-    files = _write_panels(contents, observer, tap, evaluated, label_set, output_dir, options)
+    files = _write_panels(contents, observer, tap, panel_stamps, set(evaluated), label_set,
+                          output_dir)
     run.wall_s = time.monotonic() - start
     report = build_report(run)
     report["panels"] = [str(p) for p in files]
@@ -299,31 +335,19 @@ def _frame_only(
 
 
 def _write_panels(
-    contents: RecordingContents, observer, tap: _InputTap, evaluated: list[int], label_set,
-    output_dir: Path, options: EvalOptions,
+    contents: RecordingContents, observer: EvalObserver, tap: _InputTap,
+    panel_stamps: dict[int, str], evaluated: set[int], label_set, output_dir: Path,
 ) -> list[Path]:
-    """One panel (frame, events, mask, truth) per condition, middle frame of each."""
-    if options.panels <= 0 or not evaluated:
+    """One panel (frame, events, mask, truth) per chosen frame that was evaluated."""
+    wanted = {s: c for s, c in panel_stamps.items() if s in evaluated and s in tap.event_frames}
+    if not wanted:
         return []
-    by_condition: dict[str, list[int]] = {}
-    for stamp in evaluated:
-        by_condition.setdefault(contents.conditions.get(stamp, "unknown"), []).append(stamp)
-    chosen = {
-        stamps[len(stamps) // 2]: name for name, stamps in sorted(by_condition.items())
-    }
-    chosen = dict(list(chosen.items())[: options.panels])
-    for stamp in evaluated[:: max(1, len(evaluated) // options.panels)]:
-        if len(chosen) >= options.panels:
-            break
-        chosen.setdefault(stamp, contents.conditions.get(stamp, "unknown"))
-    truth = {stamp: labels for stamp, labels in contents.truth() if stamp in chosen}
+    truth = {stamp: labels for stamp, labels in contents.truth() if stamp in wanted}
     paths = []
-    for stamp, condition in sorted(chosen.items()):
-        if stamp not in tap.images or stamp not in truth:
-            continue
+    for stamp, condition in sorted(wanted.items()):
         panel = make_panel(
-            tap.images[stamp], tap.event_frames[stamp].astype(np.float32),
-            observer.masks[stamp], truth[stamp], label_set, title=f"({condition})",
+            tap.images[stamp], tap.event_frames[stamp], observer.mask(stamp), truth[stamp],
+            label_set, title=f"({condition})",
         )
         path = output_dir / f"panel_{stamp}_{condition}.png"
         write_png(path, panel)
