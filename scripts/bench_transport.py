@@ -457,7 +457,7 @@ def driver_params(stream: Stream, packet_bytes: int, poll_period_ms: float) -> d
         "source": "raw",
         "raw_file": str(stream.raw_path),
         "raw_packet_bytes": packet_bytes,
-        "replay_realtime": False,
+        "replay_pacing": "fast",
         "replay_loop": True,
         "poll_period_ms": float(poll_period_ms),
     }
