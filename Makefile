@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport
+.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -32,6 +32,10 @@ bench-gpu: venv
 # event transport driver -> accumulator: in-process, Fast DDS shared memory / UDP, decode-only
 bench-transport: venv
 	$(PY) scripts/bench_transport.py
+
+# end to end: the demo recording replayed at several rates vs lockstep (masks %, latency, mIoU)
+bench-replay: venv
+	$(PY) scripts/bench_replay.py
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py
