@@ -318,6 +318,9 @@ class BagFrameSource(_BagReplay):
         if self._closed:
             return []
         if self.reader.peek_ns() is None:
+            if self.pacing is ReplayPacing.LOCKSTEP and self._gate_open and not self.loop:
+                # the last mask came back: let the other streams play out to the end
+                self.clock.advance_to(self.clock.end_ns)
             if not self._pass_over(now_ns) or not self._start_next_pass():
                 return []
         if self.pacing is ReplayPacing.LOCKSTEP:

@@ -244,6 +244,12 @@ def test_bag_frames_in_lockstep_wait_for_release(tmp_path):
     source.release_next()
     (second,) = source.read(T0)
     assert second.stamp_ns == SECOND + 100_000_000 and source.skipped_frames == 0
+    source.release_next()
+    source.read(T0)
+    assert source.clock.playhead_ns(T0) == SECOND + 205_000_000  # the third frame
+    source.release_next()  # its mask came back: the recording plays out to its end
+    assert source.read(T0) == [] and source.finished
+    assert source.clock.playhead_ns(T0) == source.clock.end_ns
 
 
 def test_bag_frames_skip_undecodable_messages_without_blocking_lockstep(tmp_path):
