@@ -27,7 +27,6 @@ setup(
     maintainer_email="maintainers@evseg.invalid",
     description="Semantic segmentation for a coaxial event + frame camera rig on ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "evk4_driver = evseg_ros.nodes.evk4_driver:main",

@@ -1,25 +1,120 @@
-"""``main()`` for every node executable: start, spin, and always shut down cleanly."""
+"""``main()`` for every node executable: start, spin, and always shut down cleanly.
+
+SIGINT (Ctrl-C, and what ``ros2 launch`` sends first) and SIGTERM end a node within a fraction of
+a second with exit status 0, whatever it is doing: building itself (the accumulator's first numba
+compile takes many seconds on a small machine), running a callback or waiting for one.
+
+- rclpy's own signal handlers are not used: they shut the context down from another thread while
+  a callback may still run, so that callback's next ``publish`` fails ("publisher's context is
+  invalid") and the process exits 1, and a constructor still running carries on to its end.
+  Instead both signals raise ``KeyboardInterrupt`` in the main thread, between two Python
+  bytecodes; spinning stops there, and the node and the context are shut down afterwards, in
+  ``finally``, by the thread that runs every callback: nothing publishes after the context is
+  gone.
+- The executor waits at most :data:`WAKE_PERIOD_S` at a time, so a signal is acted on even while
+  no callback is due (a Python signal handler only runs when the main thread runs Python code).
+- After a stop signal the process ends as soon as the node is shut down: exit handlers run and
+  the standard streams are flushed, but the interpreter's module teardown is skipped. With torch,
+  numba and ONNX Runtime loaded that teardown alone took 1.5-2.5 s per process when the four
+  nodes of the rig stopped together on a 2-core machine (0.1-0.3 s for the whole launch without
+  it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+#: longest the executor waits for work before looking at pending signals [s]
+WAKE_PERIOD_S = 0.1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Create the node from ``factory`` and spin it until Ctrl-C or an external shutdown."""
-    rclpy.init(args=args)
-    node = None
+class _StopSignal:
+    """The SIGINT/SIGTERM handler while a node spins; remembers whether it fired."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received = signum
+        # the first signal stops the node; later ones must not interrupt the shutdown it starts
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopSignal]:
+    """Turn SIGINT and SIGTERM into ``KeyboardInterrupt`` (main thread only; restored after)."""
+    handler = _StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = {stop_signal: signal.signal(stop_signal, handler) for stop_signal in STOP_SIGNALS}
     try:
-        node = factory()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        yield handler
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        for stop_signal, previous_handler in previous.items():
+            signal.signal(stop_signal, previous_handler)
+
+
+def _exit_process(status: int) -> None:
+    """End the process as the interpreter would, without its module teardown."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
+def run_node(
+    factory: Callable[[], Node], args: list[str] | None = None, *, exit_on_signal: bool = True
+) -> int:
+    """Create the node from ``factory`` and spin it until SIGINT, SIGTERM or an external shutdown.
+
+    Args:
+        factory: builds the node (after ``rclpy.init``).
+        args: command line arguments for ``rclpy.init`` (``None``: ``sys.argv``).
+        exit_on_signal: after SIGINT/SIGTERM, end the process (status 0) once the node is shut
+            down instead of returning; False for callers that go on afterwards.
+
+    Returns:
+        0 after an external shutdown (or a stop signal with ``exit_on_signal=False``). An error
+        while building the node or in a callback propagates, unless a stop signal came first.
+    """
+    with _stop_on_signals() as stop:
+        node = None
+        executor = None
+        try:
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+            node = factory()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=WAKE_PERIOD_S)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception:
+            # interrupted code that turned the KeyboardInterrupt into another error
+            if stop.received is None:
+                raise
+        finally:
+            if executor is not None:
+                executor.shutdown()
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+        if stop.received is not None and exit_on_signal:
+            _exit_process(0)
     return 0
