@@ -13,15 +13,16 @@ own too. Every node reads ``config`` (``config/rig.yaml``), the file the in-proc
   take seconds to start), and the frame driver publishes the playhead on ``/clock`` like
   ``ros2 bag play --clock``.
 
-``calibration:=<file>`` replaces the config's calibration in all four nodes (a recording rendered
-at another size carries its own). Processes talk over Fast DDS shared memory
-(``config/fastdds_shm.xml``): large images between processes need it. ``rviz:=true`` starts RViz
-with the overlay and the mask on the topics of ``namespace``; where rviz2 is not installed the
-rig starts without it and says so.
+``calibration:=<file>`` replaces the config's calibration in all four nodes; a replayed
+recording that carries its calibration (simulated ones do, in their metadata) gets that one by
+default. Processes talk over Fast DDS shared memory (``config/fastdds_shm.xml``): large images
+between processes need it. ``rviz:=true`` starts RViz with the overlay and the mask on the topics
+of ``namespace``; where rviz2 is not installed the rig starts without it and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import tempfile
@@ -140,6 +141,8 @@ def launch_setup(context: LaunchContext) -> list:
     namespace = value("namespace")
     config = value("config")
     calibration = value("calibration")
+    if not calibration and source == "replay" and value("bag"):
+        calibration = _recording_calibration(value("bag"))
     shared = {"calibration_file": calibration} if calibration else {}
     if source == "sim":
         # both simulated drivers must agree on when sensor time 0 was: fixed once, here
@@ -194,6 +197,19 @@ def launch_setup(context: LaunchContext) -> list:
     if value("rviz") == "true":
         nodes += _rviz(namespace)
     return nodes
+
+
+def _recording_calibration(bag: str) -> str:
+    """A file with the calibration the recording carries (simulated ones do), or ""."""
+    from evseg_ros.sim.recording import stored_calibration  # noqa: PLC0415
+
+    text = stored_calibration(bag)
+    if text is None:
+        return ""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"evseg_recording_calibration_{digest}.yaml"
+    path.write_text(text)
+    return str(path)
 
 
 def _existing_bag(bag: str) -> str:

@@ -631,6 +631,16 @@ def read_recording_info(path: str | Path) -> dict[str, Any] | None:
     return summary
 
 
+def stored_calibration(path: str | Path) -> str | None:
+    """The calibration YAML a recording was rendered with (its metadata), or None."""
+    try:
+        metadata = yaml.safe_load((Path(path) / "metadata.yaml").read_text())
+        text = metadata["rosbag2_bagfile_information"]["custom_data"][CUSTOM_DATA_CALIBRATION]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) and text.strip() else None
+
+
 def stored_recording_key(path: str | Path) -> str | None:
     """Cache key of the complete recording at ``path``, or None if there is none."""
     info = read_recording_info(path)

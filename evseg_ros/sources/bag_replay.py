@@ -43,17 +43,22 @@ class BagTopicReader:
     Args:
         path: rosbag2 folder, ``.db3`` or ``.mcap``.
         msgtype: message type to replay.
-        topic: topic name; default the first topic of ``msgtype``.
+        topic: topic name; default the first topic of ``msgtype`` whose name ends with
+            ``prefer_suffix`` (a bag of Images also holds ground truth, masks...), else the first.
 
     Raises:
         SourceUnavailableError: not a readable bag, or no such topic (names the bag and shows
             what it has).
     """
 
-    def __init__(self, path: str | Path, msgtype: str, *, topic: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, msgtype: str, *, topic: str | None = None,
+        prefer_suffix: str = "",
+    ) -> None:
         self.path = Path(path)
         self.msgtype = msgtype
         self.topic = topic
+        self.prefer_suffix = prefer_suffix
         self.bad_messages = 0
         self._reader: AnyReader | None = None
         self._messages: Iterator[Any] | None = None
@@ -86,6 +91,8 @@ class BagTopicReader:
                 f"{self.topic or 'any topic'}; it has {found!r}"
             )
             raise SourceUnavailableError(msg)
+        preferred = [c for c in connections if c.topic.endswith(self.prefer_suffix)]
+        connections = preferred or connections
         self.topic = connections[0].topic
         self.start_ns = int(reader.start_time)
         self.end_ns = int(reader.end_time)
@@ -136,9 +143,9 @@ class _BagReplay:
 
     def __init__(
         self, path: str | Path, msgtype: str, *, topic: str | None, pacing: str, rate: float,
-        epoch_ns: int, loop: bool,
+        epoch_ns: int, loop: bool, prefer_suffix: str = "",
     ) -> None:
-        self.reader = BagTopicReader(path, msgtype, topic=topic)
+        self.reader = BagTopicReader(path, msgtype, topic=topic, prefer_suffix=prefer_suffix)
         self.topic = self.reader.topic
         self.clock = ReplayClock(
             pacing, start_ns=self.reader.start_ns, end_ns=self.reader.end_ns, rate=rate,
@@ -295,7 +302,7 @@ class BagFrameSource(_BagReplay):
     ) -> None:
         super().__init__(
             path, IMAGE_MSGTYPE, topic=topic, pacing=pacing, rate=rate, epoch_ns=epoch_ns,
-            loop=loop,
+            loop=loop, prefer_suffix="image_raw",
         )
         first = self.reader._lookahead[1]
         self.width, self.height = int(first.width), int(first.height)

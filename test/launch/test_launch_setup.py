@@ -130,6 +130,15 @@ def test_replay_sets_both_drivers_and_the_calibration_reaches_all_nodes(core, tm
         assert nodes[name].parameters()["calibration_file"] == "/calib/rig.yaml"
 
 
+def test_a_replayed_recording_brings_its_own_calibration(core, short_recording):
+    from evseg_ros.sim.recording import stored_calibration
+
+    nodes = _nodes(_setup(core, source="replay", bag=str(short_recording)))
+    paths = {node.parameters()["calibration_file"] for node in nodes.values()}
+    assert len(paths) == 1
+    assert Path(paths.pop()).read_text() == stored_calibration(short_recording)
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

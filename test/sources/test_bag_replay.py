@@ -269,3 +269,23 @@ def test_bag_frame_errors_name_the_path_and_topics(tmp_path):
     path = write_image_bag(tmp_path / "bag", [(SECOND, "mono8", np.zeros((2, 2), np.uint8))])
     with pytest.raises(SourceUnavailableError, match=r"/other.*'/rig/frame/image_raw'"):
         BagFrameSource(path, topic="/other")
+
+
+def test_without_a_topic_the_camera_stream_is_preferred_over_other_images(tmp_path):
+    typestore = get_typestore(Stores.LATEST)
+    image_type = typestore.types["sensor_msgs/msg/Image"]
+    path = tmp_path / "bag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for topic in ("/rig/frame/ground_truth", "/rig/frame/image_raw"):
+            connection = writer.add_connection(topic, image_type.__msgtype__, typestore=typestore)
+            msg = image_type(
+                header=typestore.types["std_msgs/msg/Header"](
+                    stamp=typestore.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
+                    frame_id=topic,
+                ),
+                height=2, width=2, encoding="mono8", is_bigendian=0, step=2,
+                data=np.zeros(4, np.uint8),
+            )
+            writer.write(connection, SECOND, typestore.serialize_cdr(msg, image_type.__msgtype__))
+    assert BagFrameSource(path).topic == "/rig/frame/image_raw"
+    assert BagFrameSource(path, topic="/rig/frame/ground_truth").topic == "/rig/frame/ground_truth"
