@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from evseg_ros.cli_args import image_size
 from evseg_ros.paths import DEFAULT_CONFIG
 
 
@@ -111,18 +112,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(info, indent=2 if args.pretty else None))
     return 0
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        msg = f"expected WIDTHxHEIGHT, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if width <= 0 or height <= 0:
-        msg = f"sizes must be positive, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return width, height
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -323,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--board", default="9x6", help="inner corners COLUMNSxROWS (one odd, one even count)"
     )
     calibrate.add_argument("--square-mm", type=float, default=30.0, help="square size in mm")
-    calibrate.add_argument("--event-size", type=_size, help="WxH of raw-event .npy files")
+    calibrate.add_argument("--event-size", type=image_size, help="WxH of raw-event .npy files")
     calibrate.add_argument(
         "--intrinsics",
         help="take both cameras' intrinsics from this "
@@ -335,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cv2.calibrateCamera per camera (needs >= 3 poses)",
     )
     calibrate.add_argument(
-        "--output-size", type=_size, help="network grid WxH, e.g. 1034x617 (default: frame size)"
+        "--output-size", type=image_size,
+        help="network grid WxH, e.g. 1034x617 (default: frame size)",
     )
     calibrate.add_argument(
         "--stretch",

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from evseg_ros.cli_args import image_size
 from evseg_ros.sim.recording import (
     DEFAULT_CACHE_ROOT,
     DEFAULT_CALIBRATION,
@@ -27,18 +28,6 @@ from evseg_ros.sim.recording import (
 )
 
 __all__ = ["add_simulate_parser", "main", "run_simulate"]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        msg = f"expected WIDTHxHEIGHT, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if width <= 0 or height <= 0:
-        msg = f"sizes must be positive, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return width, height
 
 
 def _conditions(text: str) -> tuple[str, ...]:
@@ -89,7 +78,7 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         help="frame (trigger) rate in Hz (default: %(default)s)",
     )
     parser.add_argument(
-        "--size", type=_size, metavar="WxH",
+        "--size", type=image_size, metavar="WxH",
         help="frame camera size; both cameras and the output grid scale by the same factor "
         "(default: the calibration's)",
     )
