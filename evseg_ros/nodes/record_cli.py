@@ -95,7 +95,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     from rclpy.parameter import Parameter  # noqa: PLC0415
     from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
 
-    from evseg_ros.nodes.recorder import RecorderError, RecorderNode, format_summary  # noqa: PLC0415
+    from evseg_ros.nodes.recorder import RecorderNode  # noqa: PLC0415
+    from evseg_ros.record import RecorderError, format_summary  # noqa: PLC0415
 
     overrides = [
         Parameter("output_dir", value=str(args.output)),

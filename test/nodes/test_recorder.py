@@ -38,14 +38,8 @@ from evseg_ros.nodes.diagnostics import WARN
 from evseg_ros.nodes.image_conversion import ns_to_stamp, stamp_to_ns, to_image_msg
 from evseg_ros.nodes.qos import DIAGNOSTICS_QOS, EVENTS_QOS, FRAMES_QOS
 from evseg_ros.nodes.record_cli import add_record_parser, cmd_record
-from evseg_ros.nodes.recorder import (
-    DEFAULT_TOPICS,
-    BagRecorder,
-    RecorderError,
-    RecorderNode,
-    SplitPolicy,
-    recording_bags,
-)
+from evseg_ros.nodes.recorder import DEFAULT_TOPICS, RecorderNode
+from evseg_ros.record import BagRecorder, RecorderError, SplitPolicy, recording_bags
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP0_NS = 1_700_000_000_123_456_789  # header stamps: sensor-side time, unrelated to bag time
