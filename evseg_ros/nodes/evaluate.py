@@ -26,6 +26,7 @@ from evseg_ros.eval.metrics import ConfusionMatrix
 from evseg_ros.eval.panels import make_panel, write_png
 from evseg_ros.eval.recording import RecordingContents, RecordingTopics, inspect_recording
 from evseg_ros.eval.report import EvalRun, build_report, write_report
+from evseg_ros.labels import get_label_set
 from evseg_ros.nodes.eval_observer import EvalObserver, EvalObserverNode
 from evseg_ros.nodes.graph import NAMESPACE
 from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
@@ -248,21 +249,17 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     observer, counts = replayed.observer, replayed.counts
     problems = contents.problems + replayed.problems
     label_set_name = configured_parameter(options.config, "segmentation", "label_set")
-    from evseg_ros.labels import get_label_set  # noqa: PLC0415
-
     label_set = get_label_set(label_set_name or "dsec11")
     fused = ConfusionMatrix(label_set.num_classes)
     fused_by_condition: dict[str, ConfusionMatrix] = {}
     evaluated: list[int] = []
+    mismatched: list[tuple[int, tuple, tuple]] = []
     for stamp, truth in contents.truth():
         mask = observer.mask(stamp)
         if mask is None:
             continue
         if mask.shape != truth.shape:
-            problems.append(
-                f"mask {mask.shape} and ground truth {truth.shape} differ in size at stamp "
-                f"{stamp}: not scored"
-            )
+            mismatched.append((stamp, mask.shape, truth.shape))
             continue
         condition = contents.conditions.get(stamp, "unknown")
         fused.update(mask, truth)
@@ -270,6 +267,13 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
             mask, truth
         )
         evaluated.append(stamp)
+    if mismatched:
+        stamp, mask_shape, truth_shape = mismatched[0]
+        problems.append(
+            f"{len(mismatched)} masks differ in size from their ground truth (first at stamp "
+            f"{stamp}: mask {mask_shape}, truth {truth_shape}): not scored; does the config's "
+            "calibration match the recording's?"
+        )
     frame_only = frame_only_by_condition = None
     if options.compare_frame_only:
         frame_only, frame_only_by_condition = _frame_only(
