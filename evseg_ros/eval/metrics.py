@@ -6,7 +6,7 @@ sequence weights every pixel equally and partial results from several workers ca
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 
@@ -94,10 +94,18 @@ class ConfusionMatrix:
 
 
 class LatencyStats:
-    """Per-stage latency samples in milliseconds, summarised as count, median and p99."""
+    """Per-stage latency samples in milliseconds, summarised as count, median and p99.
 
-    def __init__(self) -> None:
-        self._samples: dict[str, list[float]] = defaultdict(list)
+    Bounded by construction: each stage keeps its latest ``window`` samples (a node runs for
+    days), so the summaries describe the recent past.
+    """
+
+    def __init__(self, window: int = 10_000) -> None:
+        if window < 1:
+            msg = f"LatencyStats window must be at least 1, got {window!r}"
+            raise ValueError(msg)
+        self.window = window
+        self._samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
 
     def add(self, stage: str, ms: float) -> None:
         """Record one sample of ``stage``."""

@@ -62,14 +62,17 @@ class SegmentationNode(Node):
         super().__init__("segmentation", **kwargs)
         self.params = declare_parameters(self, PARAMS)
         self.latency = LatencyStats()
-        self.counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0, "no_model": 0}
+        self.counters = {
+            "frames_in": 0, "frames_out": 0, "bad_input": 0, "no_model": 0, "inference_errors": 0,
+        }
+        self.last_inference_error = ""
         self.error = ""
         self.segmenter: Segmenter | None = None
         model_path = resolve_package_path(self.params["model_path"])
         try:
             options = {}
             if self.params["num_threads"]:
-                options["intra_op_num_threads"] = int(self.params["num_threads"])
+                options["num_threads"] = int(self.params["num_threads"])  # every backend takes it
             backend = create_backend(
                 self.params["backend"], model_path,
                 network_width=int(self.params["network_width"]),
@@ -142,6 +145,14 @@ class SegmentationNode(Node):
         except (ImageConversionError, ValueError) as err:
             self._bad_input(err)
             return
+        except Exception as err:  # an inference failure must not take the shared executor down
+            self.counters["inference_errors"] += 1
+            self.last_inference_error = f"{type(err).__name__}: {err}"
+            self.get_logger().error(
+                f"inference failed, frame skipped: {self.last_inference_error}",
+                throttle_duration_sec=5.0,
+            )
+            return
         self.mask_publisher.publish(to_image_msg(output.mask, "mono8", image_msg.header))
         if output.overlay is not None:
             self.overlay_publisher.publish(to_image_msg(output.overlay, "rgb8", image_msg.header))
@@ -165,6 +176,9 @@ class SegmentationNode(Node):
             values["backend"] = self.segmenter.backend.name
         if self.error:
             return ERROR, self.error, values
+        if self.counters["inference_errors"]:
+            values["last_inference_error"] = self.last_inference_error
+            return WARN, f"inference failed on {self.counters['inference_errors']} frames", values
         if self.counters["bad_input"]:
             return WARN, "bad input frames counted", values
         return OK, "ok", values

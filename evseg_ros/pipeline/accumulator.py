@@ -41,6 +41,9 @@ from evseg_ros.sync import (
 
 logger = logging.getLogger(__name__)
 
+#: A forward EventPacket.seq jump beyond this is a stream reset (driver restart, corrupt header),
+#: not lost packets: a million packets is a quarter of an hour at 1 kHz.
+MAX_PLAUSIBLE_SEQ_GAP = 1_000_000
 #: Values of ``AccumulatorConfig.device``; the node exposes the first three.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cpu_torch")
 
@@ -162,6 +165,7 @@ class EventFrameAccumulator:
             "decode_failures": 0,
             "odd_length_packets": 0,
             "sensor_time_resets": 0,
+            "seq_resets": 0,
             "frames_in": 0,
             "frames_out": 0,
             "frames_late": 0,
@@ -250,10 +254,17 @@ class EventFrameAccumulator:
         return decoder
 
     def _check_seq(self, seq: int) -> None:
+        """Count gaps in EventPacket.seq; a jump back or absurdly far ahead is a new stream.
+
+        A driver restart or a replay loop starts seq over, and a corrupt header can carry any
+        number: neither is ``2**63`` lost packets.
+        """
         if self._last_seq is not None and seq != self._last_seq + 1:
             self.counters["seq_gaps"] += 1
-            if seq > self._last_seq:
+            if self._last_seq < seq <= self._last_seq + MAX_PLAUSIBLE_SEQ_GAP:
                 self.counters["packets_lost"] += seq - self._last_seq - 1
+            else:
+                self.counters["seq_resets"] += 1
         self._last_seq = seq
 
     # -- frames --------------------------------------------------------------------------------

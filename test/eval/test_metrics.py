@@ -75,3 +75,15 @@ def test_latency_summary() -> None:
     assert p99 == pytest.approx(np.percentile(np.arange(1, 101), 99))
     assert summary["preprocess"] == (1, 2.0, 2.0)
     assert "inference: n=100" in stats.format()
+
+
+def test_latency_stats_keep_a_bounded_window_of_the_latest_samples():
+    from evseg_ros.eval.metrics import LatencyStats
+
+    stats = LatencyStats(window=3)
+    for ms in (100.0, 1.0, 2.0, 3.0):
+        stats.add("stage", ms)
+    assert stats.samples() == {"stage": [1.0, 2.0, 3.0]}
+    assert stats.summary()["stage"][:2] == (3, 2.0)
+    with pytest.raises(ValueError, match="window must be at least 1, got 0"):
+        LatencyStats(window=0)

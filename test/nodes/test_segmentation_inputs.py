@@ -66,3 +66,69 @@ def test_frame_of_another_size_than_the_calibration_is_counted(node):
     frame = np.zeros((48, 64, 3), dtype=np.uint8)
     segmentation._segment(to_image_msg(frame, "rgb8", Header()), np.zeros((3, 48, 64), np.float32))
     assert segmentation.counters["bad_input"] == 1 and not masks
+
+
+def _model_failing_at_run_time(path) -> str:
+    """A model that honours the ONNX contract at load but fails on any frame but 2x2 pixels."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def tensor(name, kind, shape):
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["image", "events"], ["both"]),
+            helper.make_node("Reshape", ["both", "fixed"], ["reshaped"]),
+            helper.make_node("ArgMax", ["reshaped"], ["best"], axis=1, keepdims=0),
+            helper.make_node("Cast", ["best"], ["mask"], to=TensorProto.UINT8),
+        ],
+        "fails_at_run_time",
+        [tensor(n, TensorProto.FLOAT, ["n", 3, "h", "w"]) for n in ("image", "events")],
+        [tensor("mask", TensorProto.UINT8, ["n", "h", "w"])],
+        [helper.make_tensor("fixed", TensorProto.INT64, [4], [1, 3, 2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_an_inference_failure_is_counted_and_the_node_keeps_going(tmp_path):
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        model = _model_failing_at_run_time(tmp_path / "fails.onnx")
+        segmentation = SegmentationNode(
+            context=context, parameter_overrides=[Parameter("model_path", value=model)]
+        )
+        assert segmentation.error == ""
+        masks = []
+        segmentation.mask_publisher.publish = masks.append
+        frame = to_image_msg(np.zeros((240, 320, 3), np.uint8), "rgb8", Header())
+        for _ in range(2):
+            segmentation._segment(frame, np.zeros((3, 240, 320), np.float32))
+        assert segmentation.counters["inference_errors"] == 2 and not masks
+        _, message, values = segmentation._diagnostics()
+        assert message == "inference failed on 2 frames" and values["last_inference_error"]
+        segmentation.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_the_pytorch_backend_takes_the_thread_count_too():
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = SegmentationNode(
+            context=context,
+            parameter_overrides=[
+                Parameter("backend", value="pytorch"),
+                Parameter("model_path", value="models/demo_fusion.pt"),
+                Parameter("num_threads", value=1),
+            ],
+        )
+        assert node.error == "" and node.segmenter.backend.name.startswith("pytorch")
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -121,6 +121,15 @@ def test_lost_packets_and_bad_packets_are_counted_not_fatal(sim_calibration):
     assert counters["packets"] == 18 + 4
 
 
+def test_a_seq_that_jumps_back_or_absurdly_far_is_a_stream_reset_not_losses(sim_calibration):
+    acc = EventFrameAccumulator(sim_calibration)
+    for seq in (0, 1, 2**63 - 1, 0, 1, 5):  # corrupt header, driver restart, then 3 lost
+        acc.on_packet(encoding="evt3", data=b"", seq=seq, stamp_ns=EPOCH_NS, width=400, height=225)
+    counters = acc.diagnostics()
+    assert counters["seq_resets"] == 2 and counters["packets_lost"] == 3
+    assert counters["seq_gaps"] == 3
+
+
 def test_invalid_window_config_is_rejected():
     with pytest.raises(ValueError, match="duration_us"):
         AccumulatorConfig(window=WindowConfig(duration_us=-5))
