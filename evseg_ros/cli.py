@@ -70,9 +70,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from evseg_ros.eval.recording import RecordingError, RecordingTopics  # noqa: PLC0415
+    from evseg_ros.eval.recording import RecordingError  # noqa: PLC0415
     from evseg_ros.eval.report import format_report  # noqa: PLC0415
     from evseg_ros.nodes.evaluate import EvalOptions, run_eval  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.record.topics import RecordingTopics  # noqa: PLC0415
     from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
 
     options = EvalOptions(
@@ -201,6 +202,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evseg_ros.record.topics import RecordingTopics  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(prog="evseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -265,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--labels", help="folder of label PNGs named <stamp_ns>.png (instead of a label topic)"
     )
-    evaluate.add_argument("--events-topic", default="/rig/events")
-    evaluate.add_argument("--frames-topic", default="/rig/frame/image_raw")
-    evaluate.add_argument("--truth-topic", default="/rig/frame/ground_truth")
+    evaluate.add_argument("--events-topic", default=RecordingTopics.events)
+    evaluate.add_argument("--frames-topic", default=RecordingTopics.frames)
+    evaluate.add_argument("--truth-topic", default=RecordingTopics.ground_truth)
     evaluate.add_argument("--timeout", type=float, help="give up after this many seconds")
     evaluate.set_defaults(func=_cmd_eval)
 

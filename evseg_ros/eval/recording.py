@@ -21,23 +21,14 @@ from rosbags.highlevel import AnyReader
 
 from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, event_packet_typestore
 from evseg_ros.events.decoders import DECODERS
+from evseg_ros.record.topics import RecordingTopics
 from evseg_ros.sources.frame_replay import IMAGE_MSGTYPE, image_from_msg
 
 LOGGER = logging.getLogger(__name__)
 
 CAMERA_INFO_MSGTYPE = "sensor_msgs/msg/CameraInfo"
-
-
-@dataclass(frozen=True)
-class RecordingTopics:
-    """Where a recording keeps each stream (the simulated rig's and the drivers' defaults)."""
-
-    events: str = "/rig/events"
-    frames: str = "/rig/frame/image_raw"
-    camera_info: str = "/rig/frame/camera_info"
-    ground_truth: str = "/rig/frame/ground_truth"
-    condition: str = "/rig/frame/condition"
-    calibration: str = "/rig/calibration"
+#: the rig's own topic names (simulated recordings and the drivers' defaults)
+RIG_TOPICS = RecordingTopics()
 
 
 class RecordingError(ValueError):
@@ -135,7 +126,7 @@ def _label_files(labels_dir: Path) -> dict[int, Path]:
 def inspect_recording(
     path: str | Path,
     *,
-    topics: RecordingTopics = RecordingTopics(),
+    topics: RecordingTopics = RIG_TOPICS,
     labels_dir: str | Path | None = None,
 ) -> RecordingContents:
     """Read a recording's layout, frame stamps, conditions and calibration; list its problems.

@@ -24,13 +24,14 @@ import numpy as np
 
 from evseg_ros.eval.metrics import ConfusionMatrix
 from evseg_ros.eval.panels import make_panel, write_png
-from evseg_ros.eval.recording import RecordingContents, RecordingTopics, inspect_recording
+from evseg_ros.eval.recording import RecordingContents, inspect_recording
 from evseg_ros.eval.report import EvalRun, build_report, write_report
 from evseg_ros.labels import get_label_set
 from evseg_ros.nodes.eval_observer import EvalObserver, EvalObserverNode
 from evseg_ros.nodes.graph import NAMESPACE
 from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
 from evseg_ros.paths import resolve_package_path
+from evseg_ros.record.topics import RecordingTopics
 from evseg_ros.runtime import ModelNotFoundError, RuntimeBackendError, create_backend
 from evseg_ros.sources.replay_clock import PACINGS
 

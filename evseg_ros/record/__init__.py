@@ -1,4 +1,4 @@
-"""Recording the rig's topics: the bag writer behind the recorder node (no ROS)."""
+"""Recordings of the rig: their topics, and the bag writer behind the recorder node (no ROS)."""
 
 from evseg_ros.record.bag_recorder import (
     BagRecorder,
@@ -10,12 +10,14 @@ from evseg_ros.record.bag_recorder import (
     format_summary,
     recording_bags,
 )
+from evseg_ros.record.topics import RecordingTopics
 
 __all__ = [
     "BagRecorder",
     "RecordedFile",
     "RecorderError",
     "RecordingSummary",
+    "RecordingTopics",
     "SplitPolicy",
     "TopicCounts",
     "format_summary",

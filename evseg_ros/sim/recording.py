@@ -69,6 +69,14 @@ import yaml
 from evseg_ros.geometry.calibration import RigCalibration, calibration_from_dict, load_calibration
 from evseg_ros.paths import resolve_package_path
 from evseg_ros.pipeline.debayer import BAYER_PATTERNS
+from evseg_ros.record.topics import (
+    TOPIC_CALIBRATION,
+    TOPIC_CAMERA_INFO,
+    TOPIC_CONDITION,
+    TOPIC_EVENTS,
+    TOPIC_GROUND_TRUTH,
+    TOPIC_IMAGE,
+)
 from evseg_ros.sim.lighting import Lighting
 from evseg_ros.sim.rig import CoaxialRigSim, SimConfig
 
@@ -90,12 +98,6 @@ FRAME_ENCODING = "bayer_rggb8"
 EVENT_FRAME_ID = "event_camera"
 FRAME_FRAME_ID = "frame_camera"
 
-TOPIC_CALIBRATION = "/rig/calibration"
-TOPIC_EVENTS = "/rig/events"
-TOPIC_IMAGE = "/rig/frame/image_raw"
-TOPIC_CAMERA_INFO = "/rig/frame/camera_info"
-TOPIC_GROUND_TRUTH = "/rig/frame/ground_truth"
-TOPIC_CONDITION = "/rig/frame/condition"
 #: Topic -> message type, in the order the connections are added (the image topic comes before
 #: the ground truth, so a reader taking "the first Image topic" gets the camera's).
 TOPICS: dict[str, str] = {
@@ -763,5 +765,6 @@ __all__ = [
     "scale_calibration",
     "simulate_recording",
     "stamp_ns",
+    "stored_calibration",
     "stored_recording_key",
 ]
