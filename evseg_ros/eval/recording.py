@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, event_packet_typestore
+from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, BagError, header_stamp_ns, open_bag
 from evseg_ros.events.decoders import DECODERS
 from evseg_ros.record.topics import RecordingTopics
 from evseg_ros.sources.frame_replay import IMAGE_MSGTYPE, image_from_msg
@@ -79,25 +79,15 @@ class RecordingContents:
             if decoded is None or decoded[1] != "mono8":
                 LOGGER.warning("ground truth on %s is not mono8: skipped", self.truth_topic)
                 continue
-            yield _stamp(msg), decoded[0]
-
-
-def _stamp(msg: Any) -> int:
-    """Header stamp of a message, or of a bare std_msgs/Header (the condition topic)."""
-    stamp = msg.stamp if hasattr(msg, "stamp") else msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+            yield header_stamp_ns(msg), decoded[0]
 
 
 def _open(path: Path) -> AnyReader:
     try:
-        reader = AnyReader([path], default_typestore=event_packet_typestore())
-        reader.open()
-    except Exception as err:  # rosbags raises several unrelated types for unreadable bags
-        msg = f"cannot read recording {str(path)!r}: {err}"
-        if "magic" in str(err).lower() or "truncat" in str(err).lower():
-            msg += " (truncated: a recording cut off mid-write; `mcap recover` repairs an MCAP)"
+        return open_bag(path)
+    except BagError as err:
+        msg = f"cannot read recording {str(path)!r}: {err.reason}"
         raise RecordingError(msg) from err
-    return reader
 
 
 def _messages(path: Path, topic: str) -> Iterator[tuple[int, Any]]:
@@ -155,7 +145,7 @@ def inspect_recording(
     contents = RecordingContents(path, listing, [])
     stamp_topic = topics.camera_info if found.get(topics.camera_info) == CAMERA_INFO_MSGTYPE \
         else topics.frames  # camera infos carry the frame's stamp and are cheaper to read
-    contents.frame_stamps = [_stamp(msg) for _, msg in _messages(path, stamp_topic)]
+    contents.frame_stamps = [header_stamp_ns(msg) for _, msg in _messages(path, stamp_topic)]
     if found.get(topics.events) != EVENT_PACKET_MSGTYPE:
         problems.append(
             f"recording {str(path)!r} has no {EVENT_PACKET_MSGTYPE} on {topics.events}: "
@@ -188,7 +178,7 @@ def inspect_recording(
         )
     if topics.condition in found:
         for _, msg in _messages(path, topics.condition):
-            contents.conditions[_stamp(msg)] = str(msg.frame_id)
+            contents.conditions[header_stamp_ns(msg)] = str(msg.frame_id)
     if topics.calibration in found:
         for _, msg in _messages(path, topics.calibration):
             contents.calibration_yaml = str(msg.data)

@@ -1,5 +1,8 @@
 """EventPackets in rosbag2 recordings (sqlite3 or MCAP), read and written with ``rosbags``.
 
+Also the one way this package opens a bag (:func:`open_bag`: every reader gets the EventPacket
+type) and reads a message's header stamp.
+
 Many event-camera bags (rosbag2 format 5 and older) carry no message definitions, so the
 ``event_camera_msgs/msg/EventPacket`` type is registered here from its definition instead of
 relying on the bag or on an installed ROS workspace.
@@ -32,7 +35,37 @@ uint8[] events
 
 
 class BagError(ValueError):
-    """A bag cannot be opened or holds no event packets."""
+    """A bag cannot be opened or holds no event packets.
+
+    ``reason`` is what went wrong without the bag's name, for callers that name it their way.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def open_bag(path: str | Path) -> AnyReader:
+    """An opened ``AnyReader`` with the standard ROS 2 types plus EventPacket.
+
+    Raises:
+        BagError: not a readable bag (names it; a truncated MCAP says how to repair it).
+    """
+    try:
+        reader = AnyReader([Path(path)], default_typestore=event_packet_typestore())
+        reader.open()
+    except Exception as err:  # rosbags raises several unrelated types for unreadable bags
+        reason = str(err)
+        if "magic" in reason.lower() or "truncat" in reason.lower():
+            reason += " (truncated: a recording cut off mid-write; `mcap recover` repairs an MCAP)"
+        raise BagError(f"cannot open bag {str(path)!r}: {reason}", reason=reason) from err
+    return reader
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """Header stamp in ns of a deserialised message, or of a bare ``std_msgs/Header``."""
+    stamp = msg.stamp if hasattr(msg, "stamp") else msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def event_packet_typestore() -> Any:
@@ -54,12 +87,7 @@ def read_event_packets(
     Raises:
         BagError: the path is not a readable bag, or the topic holds no EventPackets.
     """
-    try:
-        reader = AnyReader([Path(path)], default_typestore=event_packet_typestore())
-        reader.open()
-    except Exception as err:  # rosbags raises several unrelated types for unreadable bags
-        msg = f"cannot open bag {str(path)!r}: {err}"
-        raise BagError(msg) from err
+    reader = open_bag(path)
     try:
         connections = [
             c for c in reader.connections

@@ -25,16 +25,12 @@ from typing import Any
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, event_packet_typestore
+from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, BagError, header_stamp_ns, open_bag
 from evseg_ros.sources.base import CapturedFrame, RawEventPacket, SourceUnavailableError
 from evseg_ros.sources.frame_replay import IMAGE_MSGTYPE, image_from_msg
 from evseg_ros.sources.replay_clock import ReplayClock, ReplayPacing
 
 LOGGER = logging.getLogger(__name__)
-
-
-def stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 class BagTopicReader:
@@ -73,11 +69,9 @@ class BagTopicReader:
         """Start over at the first message (opens the bag; a loop re-opens it)."""
         self.close()
         try:
-            reader = AnyReader([self.path], default_typestore=event_packet_typestore())
-            reader.open()
-        except Exception as err:  # rosbags raises several unrelated types for unreadable bags
-            msg = f"cannot open bag {str(self.path)!r}: {err}"
-            raise SourceUnavailableError(msg) from err
+            reader = open_bag(self.path)
+        except BagError as err:
+            raise SourceUnavailableError(str(err)) from err
         self._reader = reader
         connections = [
             c for c in reader.connections
@@ -279,7 +273,7 @@ class BagEventSource(_BagReplay):
     def _packet(self, msg: Any) -> RawEventPacket | None:
         try:
             data = np.asarray(msg.events, dtype=np.uint8).tobytes()
-            return RawEventPacket(data, stamp_ns(msg), int(msg.time_base))
+            return RawEventPacket(data, header_stamp_ns(msg), int(msg.time_base))
         except (AttributeError, TypeError, ValueError) as err:
             self.reader.bad_messages += 1
             LOGGER.warning("skipping an EventPacket of %r: %s", str(self.reader.path), err)
@@ -375,7 +369,7 @@ class BagFrameSource(_BagReplay):
             )
             return []
         image, encoding = decoded
-        return [CapturedFrame(stamp_ns(msg), image, index, 0, encoding=encoding)]
+        return [CapturedFrame(header_stamp_ns(msg), image, index, 0, encoding=encoding)]
 
     def status_values(self) -> dict[str, Any]:
         values = super().status_values()
