@@ -118,6 +118,10 @@ class BagTopicReader:
         """Bag time of the next message, without taking it."""
         return None if self._lookahead is None else self._lookahead[0]
 
+    def peek(self) -> Any | None:
+        """The next message, without taking it."""
+        return None if self._lookahead is None else self._lookahead[1]
+
     def take(self) -> tuple[int, Any] | None:
         item = self._lookahead
         if item is not None:
@@ -145,7 +149,6 @@ class _BagReplay:
             pacing, start_ns=self.reader.start_ns, end_ns=self.reader.end_ns, rate=rate,
             epoch_ns=epoch_ns, loop=loop,
         )
-        self.loop = loop
         self.loops = 0
         self._pass = 0
         self._closed = False
@@ -153,6 +156,10 @@ class _BagReplay:
     @property
     def pacing(self) -> ReplayPacing:
         return self.clock.pacing
+
+    @property
+    def loop(self) -> bool:
+        return self.clock.loop
 
     @property
     def finished(self) -> bool:
@@ -198,7 +205,7 @@ class BagEventSource(_BagReplay):
             path, EVENT_PACKET_MSGTYPE, topic=topic, pacing=pacing, rate=rate,
             epoch_ns=epoch_ns, loop=loop,
         )
-        first = self.reader._lookahead[1]
+        first = self.reader.peek()
         try:
             self.encoding = str(first.encoding)
             self.width, self.height = int(first.width), int(first.height)
@@ -298,7 +305,7 @@ class BagFrameSource(_BagReplay):
             path, IMAGE_MSGTYPE, topic=topic, pacing=pacing, rate=rate, epoch_ns=epoch_ns,
             loop=loop, prefer_suffix="image_raw",
         )
-        first = self.reader._lookahead[1]
+        first = self.reader.peek()
         self.width, self.height = int(first.width), int(first.height)
         self.skipped_frames = 0
         self.bad_frames = 0
