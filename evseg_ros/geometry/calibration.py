@@ -98,6 +98,28 @@ class CameraModel:
     def cy(self) -> float:
         return float(self.camera_matrix[1, 2])
 
+    def camera_info_fields(self) -> dict[str, object]:
+        """The ``sensor_msgs/CameraInfo`` fields of this camera (unrectified: R = identity).
+
+        One filling for the driver's live messages and the simulated recordings' alike.
+        """
+        # fmt: off
+        projection = [
+            self.fx, 0.0, self.cx, 0.0,
+            0.0, self.fy, self.cy, 0.0,
+            0.0, 0.0, 1.0, 0.0,
+        ]
+        # fmt: on
+        return {
+            "width": int(self.width),
+            "height": int(self.height),
+            "distortion_model": "plumb_bob",
+            "d": [float(v) for v in np.asarray(self.distortion).reshape(-1)],
+            "k": [float(v) for v in np.asarray(self.camera_matrix).reshape(-1)],
+            "r": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            "p": projection,
+        }
+
     @property
     def is_distorted(self) -> bool:
         """Whether any distortion coefficient is non-zero."""

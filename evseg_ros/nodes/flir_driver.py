@@ -122,21 +122,7 @@ SOURCE_STATUS_DEFAULTS: dict[str, Any] = {
 
 
 def camera_info_msg(camera: CameraModel, header: Header) -> CameraInfo:
-    info = CameraInfo()
-    info.header = header
-    info.width, info.height = camera.width, camera.height
-    info.distortion_model = "plumb_bob"
-    info.d = [float(v) for v in camera.distortion]
-    info.k = [float(v) for v in camera.camera_matrix.reshape(-1)]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    # fmt: off
-    info.p = [
-        camera.fx, 0.0, camera.cx, 0.0,
-        0.0, camera.fy, camera.cy, 0.0,
-        0.0, 0.0, 1.0, 0.0,
-    ]
-    # fmt: on
-    return info
+    return CameraInfo(header=header, **camera.camera_info_fields())
 
 
 def frame_image_msg(image: np.ndarray, encoding: str, header: Header) -> Image:

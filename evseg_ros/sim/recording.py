@@ -344,15 +344,11 @@ class _Messages:
         roi = self._types["sensor_msgs/msg/RegionOfInterest"](
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
         )
+        fields = camera.camera_info_fields()
+        for name in ("d", "k", "r", "p"):  # rosbags takes float64[] fields as arrays
+            fields[name] = np.asarray(fields[name], np.float64)
         msg = self._types["sensor_msgs/msg/CameraInfo"](
-            header=header, height=camera.height, width=camera.width,
-            distortion_model="plumb_bob",
-            d=np.asarray(camera.distortion, np.float64).reshape(-1).copy(),
-            k=np.asarray(camera.camera_matrix, np.float64).reshape(-1).copy(),
-            r=np.eye(3).reshape(-1),
-            p=np.array([camera.fx, 0.0, camera.cx, 0.0, 0.0, camera.fy, camera.cy, 0.0,
-                        0.0, 0.0, 1.0, 0.0]),
-            binning_x=0, binning_y=0, roi=roi,
+            header=header, **fields, binning_x=0, binning_y=0, roi=roi,
         )
         return self.serialize(msg)
 
