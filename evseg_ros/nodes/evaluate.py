@@ -32,7 +32,12 @@ from evseg_ros.nodes.graph import NAMESPACE
 from evseg_ros.nodes.runner import InProcessGraph, configured_parameter
 from evseg_ros.paths import resolve_package_path
 from evseg_ros.record.topics import RecordingTopics
-from evseg_ros.runtime import ModelNotFoundError, RuntimeBackendError, create_backend
+from evseg_ros.runtime import (
+    ModelNotFoundError,
+    RuntimeBackendError,
+    SegmentationBackend,
+    create_backend,
+)
 from evseg_ros.sources.replay_clock import PACINGS
 
 LOGGER = logging.getLogger(__name__)
@@ -251,11 +256,13 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     problems = contents.problems + replayed.problems
     label_set_name = configured_parameter(options.config, "segmentation", "label_set")
     label_set = get_label_set(label_set_name or "dsec11")
-    fused = ConfusionMatrix(label_set.num_classes)
-    fused_by_condition: dict[str, ConfusionMatrix] = {}
+    fused = _Scores(label_set.num_classes)
+    frame_only_backend = _frame_only_backend(options, problems)
+    frame_only = None if frame_only_backend is None else _Scores(label_set.num_classes)
     evaluated: list[int] = []
+    panel_truth: dict[int, np.ndarray] = {}
     mismatched: list[tuple[int, tuple, tuple]] = []
-    for stamp, truth in contents.truth():
+    for stamp, truth in contents.truth():  # one pass: ground truth is decoded once
         mask = observer.mask(stamp)
         if mask is None:
             continue
@@ -263,22 +270,20 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
             mismatched.append((stamp, mask.shape, truth.shape))
             continue
         condition = contents.conditions.get(stamp, "unknown")
-        fused.update(mask, truth)
-        fused_by_condition.setdefault(condition, ConfusionMatrix(label_set.num_classes)).update(
-            mask, truth
-        )
+        fused.add(condition, mask, truth)
         evaluated.append(stamp)
+        if frame_only is not None:
+            image = tap.images[stamp]
+            events = np.zeros((3, *image.shape[:2]), np.float32)
+            frame_only.add(condition, frame_only_backend.infer(image, events).mask, truth)
+        if stamp in panel_stamps:
+            panel_truth[stamp] = truth
     if mismatched:
         stamp, mask_shape, truth_shape = mismatched[0]
         problems.append(
             f"{len(mismatched)} masks differ in size from their ground truth (first at stamp "
             f"{stamp}: mask {mask_shape}, truth {truth_shape}): not scored; does the config's "
             "calibration match the recording's?"
-        )
-    frame_only = frame_only_by_condition = None
-    if options.compare_frame_only:
-        frame_only, frame_only_by_condition = _frame_only(
-            contents, options, tap, set(evaluated), label_set.num_classes, problems
         )
     arrivals = sorted(observer.mask_arrival_ns.items(), key=lambda kv: kv[1])
     frames = {
@@ -296,11 +301,11 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         rate=float(options.rate),
         recorded_fps=contents.recorded_fps,
         class_names=list(label_set.classes),
-        fused=fused,
+        fused=fused.all,
         wall_s=0.0,
-        fused_by_condition=fused_by_condition,
-        frame_only=frame_only,
-        frame_only_by_condition=frame_only_by_condition,
+        fused_by_condition=fused.by_condition,
+        frame_only=None if frame_only is None else frame_only.all,
+        frame_only_by_condition=None if frame_only is None else frame_only.by_condition,
         latency_ms=replayed.latency_ms,
         frames=frames,
         sync=replayed.sync,
@@ -308,8 +313,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         mask_arrival_ns=[arrival for _, arrival in arrivals],
         problems=problems,
     )
-    files = _write_panels(contents, observer, tap, panel_stamps, set(evaluated), label_set,
-                          output_dir)
+    files = _write_panels(observer, tap, panel_stamps, panel_truth, label_set, output_dir)
     run.wall_s = time.monotonic() - start
     report = build_report(run)
     report["panels"] = [str(p) for p in files]
@@ -317,41 +321,42 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     return EvalOutcome(report, run, files)
 
 
-def _frame_only(
-    contents: RecordingContents, options: EvalOptions, tap: _InputTap, stamps: set[int],
-    num_classes: int, problems: list[str],
-) -> tuple[ConfusionMatrix | None, dict[str, ConfusionMatrix] | None]:
+class _Scores:
+    """Confusion matrices of one model: over everything and per lighting condition."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.all = ConfusionMatrix(num_classes)
+        self.by_condition: dict[str, ConfusionMatrix] = {}
+
+    def add(self, condition: str, mask: np.ndarray, truth: np.ndarray) -> None:
+        self.all.update(mask, truth)
+        matrix = self.by_condition.setdefault(condition, ConfusionMatrix(self.num_classes))
+        matrix.update(mask, truth)
+
+
+def _frame_only_backend(options: EvalOptions, problems: list[str]) -> SegmentationBackend | None:
+    """The frame-only model's backend for ``--compare-frame-only`` (None without it)."""
+    if not options.compare_frame_only:
+        return None
     path = resolve_package_path(options.frame_only_model)
     if not path.is_file():
         problems.append(f"frame-only model {str(path)!r} does not exist: no comparison")
-        return None, None
-    backend = create_backend("onnxruntime", path)
-    matrix = ConfusionMatrix(num_classes)
-    by_condition: dict[str, ConfusionMatrix] = {}
-    for stamp, truth in contents.truth():
-        if stamp not in stamps:
-            continue
-        image = tap.images[stamp]
-        mask = backend.infer(image, np.zeros((3, *image.shape[:2]), np.float32)).mask
-        matrix.update(mask, truth)
-        condition = contents.conditions.get(stamp, "unknown")
-        by_condition.setdefault(condition, ConfusionMatrix(num_classes)).update(mask, truth)
-    return matrix, by_condition
+        return None
+    return create_backend("onnxruntime", path)
 
 
 def _write_panels(
-    contents: RecordingContents, observer: EvalObserver, tap: _InputTap,
-    panel_stamps: dict[int, str], evaluated: set[int], label_set, output_dir: Path,
+    observer: EvalObserver, tap: _InputTap, panel_stamps: dict[int, str],
+    panel_truth: dict[int, np.ndarray], label_set, output_dir: Path,
 ) -> list[Path]:
     """One panel (frame, events, mask, truth) per chosen frame that was evaluated."""
-    wanted = {s: c for s, c in panel_stamps.items() if s in evaluated and s in tap.event_frames}
-    if not wanted:
-        return []
-    truth = {stamp: labels for stamp, labels in contents.truth() if stamp in wanted}
     paths = []
-    for stamp, condition in sorted(wanted.items()):
+    for stamp, condition in sorted(panel_stamps.items()):
+        if stamp not in panel_truth or stamp not in tap.event_frames:
+            continue
         panel = make_panel(
-            tap.images[stamp], tap.event_frames[stamp], observer.mask(stamp), truth[stamp],
+            tap.images[stamp], tap.event_frames[stamp], observer.mask(stamp), panel_truth[stamp],
             label_set, title=f"({condition})",
         )
         path = output_dir / f"panel_{stamp}_{condition}.png"
