@@ -74,7 +74,7 @@ class RecordingContents:
             return
         if self.truth_topic is None:
             return
-        for _, msg in _messages(self.path, self.truth_topic):
+        for _, _, msg in _messages(self.path, self.truth_topic):
             decoded = image_from_msg(msg)
             if decoded is None or decoded[1] != "mono8":
                 LOGGER.warning("ground truth on %s is not mono8: skipped", self.truth_topic)
@@ -90,15 +90,16 @@ def _open(path: Path) -> AnyReader:
         raise RecordingError(msg) from err
 
 
-def _messages(path: Path, topic: str) -> Iterator[tuple[int, Any]]:
+def _messages(path: Path, *topics: str) -> Iterator[tuple[str, int, Any]]:
+    """``(topic, bag_ns, message)`` of ``topics`` in bag order, in one pass over the bag."""
     reader = _open(path)
     try:
-        connections = [c for c in reader.connections if c.topic == topic]
+        connections = [c for c in reader.connections if c.topic in topics]
         for connection, bag_ns, raw in reader.messages(connections=connections):
             try:
-                yield bag_ns, reader.deserialize(raw, connection.msgtype)
+                yield connection.topic, bag_ns, reader.deserialize(raw, connection.msgtype)
             except Exception as err:  # one bad message: say so, go on
-                LOGGER.warning("skipping a message on %s of %s: %s", topic, path, err)
+                LOGGER.warning("skipping a message on %s of %s: %s", connection.topic, path, err)
     finally:
         reader.close()
 
@@ -145,14 +146,21 @@ def inspect_recording(
     contents = RecordingContents(path, listing, [])
     stamp_topic = topics.camera_info if found.get(topics.camera_info) == CAMERA_INFO_MSGTYPE \
         else topics.frames  # camera infos carry the frame's stamp and are cheaper to read
-    contents.frame_stamps = [header_stamp_ns(msg) for _, msg in _messages(path, stamp_topic)]
+    # the frames' stamps, conditions and calibration in one pass
+    for topic, _, msg in _messages(path, stamp_topic, topics.condition, topics.calibration):
+        if topic == stamp_topic:
+            contents.frame_stamps.append(header_stamp_ns(msg))
+        elif topic == topics.condition:
+            contents.conditions[header_stamp_ns(msg)] = str(msg.frame_id)
+        elif contents.calibration_yaml is None:
+            contents.calibration_yaml = str(msg.data)
     if found.get(topics.events) != EVENT_PACKET_MSGTYPE:
         problems.append(
             f"recording {str(path)!r} has no {EVENT_PACKET_MSGTYPE} on {topics.events}: "
             "the fused model runs without events"
         )
     else:
-        for _, msg in _messages(path, topics.events):
+        for _, _, msg in _messages(path, topics.events):
             contents.event_encoding = str(getattr(msg, "encoding", ""))
             break
         if contents.event_encoding not in DECODERS:
@@ -176,12 +184,5 @@ def inspect_recording(
             f"recording {str(path)!r} has no ground truth on {topics.ground_truth} (and no "
             "--labels folder): latency, drops and sync are reported, accuracy is not"
         )
-    if topics.condition in found:
-        for _, msg in _messages(path, topics.condition):
-            contents.conditions[header_stamp_ns(msg)] = str(msg.frame_id)
-    if topics.calibration in found:
-        for _, msg in _messages(path, topics.calibration):
-            contents.calibration_yaml = str(msg.data)
-            break
     contents.problems = problems
     return contents
