@@ -49,32 +49,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _run_and_report(command: str, evaluate, footer: str) -> int:
+    """Run ``evaluate()`` (demo or eval), print its report; a bad recording or model is one line.
+
+    Exit status 0 with masks, 1 without any, 2 when it could not run.
+    """
     from evseg_ros.eval.recording import RecordingError  # noqa: PLC0415
     from evseg_ros.eval.report import format_report  # noqa: PLC0415
-    from evseg_ros.nodes.demo import DEMO_RECORDING, run_demo  # noqa: PLC0415 (needs rclpy)
     from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
 
-    recording = dataclasses.replace(DEMO_RECORDING, seconds=args.seconds)
     try:
-        outcome = run_demo(
-            config=args.config, output_dir=args.output, rate=args.rate, mode=args.mode,
-            model=args.model, recording=recording,
-        )
+        outcome = evaluate()
     except (RecordingError, RuntimeBackendError, FileNotFoundError, ValueError) as err:
-        print(f"evseg demo: {err}", file=sys.stderr)
+        print(f"evseg {command}: {err}", file=sys.stderr)
         return 2
     print(format_report(outcome.report))
-    print(f"\nreport and panels: {args.output}/")
+    print(footer)
     return 0 if outcome.run.frames.get("masks_received") else 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from evseg_ros.nodes.demo import DEMO_RATE, DEMO_RECORDING, run_demo  # noqa: PLC0415
+
+    recording = DEMO_RECORDING
+    if args.seconds is not None:
+        recording = dataclasses.replace(DEMO_RECORDING, seconds=args.seconds)
+    return _run_and_report(
+        "demo",
+        lambda: run_demo(
+            config=args.config, output_dir=args.output,
+            rate=DEMO_RATE if args.rate is None else args.rate, mode=args.mode,
+            model=args.model, recording=recording,
+        ),
+        f"\nreport and panels: {args.output}/",
+    )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from evseg_ros.eval.recording import RecordingError  # noqa: PLC0415
-    from evseg_ros.eval.report import format_report  # noqa: PLC0415
     from evseg_ros.nodes.evaluate import EvalOptions, run_eval  # noqa: PLC0415 (needs rclpy)
     from evseg_ros.record.topics import RecordingTopics  # noqa: PLC0415
-    from evseg_ros.runtime import RuntimeBackendError  # noqa: PLC0415
 
     options = EvalOptions(
         config=args.config,
@@ -91,14 +104,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ),
         timeout_s=args.timeout,
     )
-    try:
-        outcome = run_eval(args.bag, args.output, options)
-    except (RecordingError, RuntimeBackendError, FileNotFoundError, ValueError) as err:
-        print(f"evseg eval: {err}", file=sys.stderr)
-        return 2
-    print(format_report(outcome.report))
-    print(f"\nreport: {Path(args.output) / 'report.json'} (+ report.md, PNG plots)")
-    return 0 if outcome.run.frames.get("masks_received") else 1
+    return _run_and_report(
+        "eval",
+        lambda: run_eval(args.bag, args.output, options),
+        f"\nreport: {Path(args.output) / 'report.json'} (+ report.md, PNG plots)",
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -232,8 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--config", default=DEFAULT_CONFIG, help="ROS 2 parameter file")
-    demo.add_argument("--seconds", type=float, default=6.0, help="recording length [s]")
-    demo.add_argument("--rate", type=float, default=0.25, help="replay speed x recorded")
+    demo.add_argument(
+        "--seconds", type=float, help="recording length [s] (default: the demo recording's)"
+    )
+    demo.add_argument(
+        "--rate", type=float,
+        help="replay speed x recorded (default: the demo's, which a busy 2-core machine sustains)",
+    )
     demo.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime")
     demo.add_argument("--output", default="output/demo", help="folder for the report and PNGs")
     demo.add_argument("--model", help="override segmentation model_path")
