@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay
+.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay soak
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -36,6 +36,11 @@ bench-transport: venv
 # end to end: the demo recording replayed at several rates vs lockstep (masks %, latency, mIoU)
 bench-replay: venv
 	$(PY) scripts/bench_replay.py
+
+# long run: the demo recording looped in realtime for 30 min; RSS, queues, drops, latency over time
+# (output/soak/soak.json + .png); a shorter one: scripts/soak.py --minutes 3 --interval 15
+soak: venv
+	$(PY) scripts/soak.py
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py

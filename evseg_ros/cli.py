@@ -18,7 +18,26 @@ from evseg_ros.paths import DEFAULT_CONFIG
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evseg_ros.nodes.runner import InProcessGraph  # noqa: PLC0415 (needs rclpy)
+    """Run the graph until --duration, the end of --bag, SIGINT or SIGTERM.
+
+    A configuration it cannot start with (missing or malformed config file, unknown parameter,
+    value out of range, missing model or calibration file) is one line on stderr and status 2.
+    SIGINT and SIGTERM stop it wherever it is (building a node, in a callback, waiting) with
+    status 0, skipping the interpreter's module teardown, which takes seconds with torch, numba
+    and ONNX Runtime loaded (see :mod:`evseg_ros.nodes.spin`).
+    """
+    import contextlib  # noqa: PLC0415
+
+    from evseg_ros.nodes.config_check import check_graph_config  # noqa: PLC0415 (needs rclpy)
+    from evseg_ros.nodes.config_errors import ConfigError  # noqa: PLC0415
+    from evseg_ros.nodes.runner import InProcessGraph, configured_parameter  # noqa: PLC0415
+    from evseg_ros.nodes.spin import (  # noqa: PLC0415
+        STARTUP_ERRORS,
+        exit_process,
+        report_startup_error,
+        stop_on_signals,
+    )
+    from evseg_ros.paths import resolve_package_path  # noqa: PLC0415
 
     overrides: dict[str, dict] = {}
     if args.model:
@@ -35,17 +54,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 source="bag", bag_path=args.bag, replay_pacing=args.pacing,
                 replay_rate=args.rate, replay_loop=args.loop,
             )
-    with InProcessGraph(args.config, overrides=overrides) as graph:
-        names = ", ".join(node.get_fully_qualified_name() for node in graph.nodes.values())
-        print(f"running {names} (Ctrl-C to stop)", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+    with stop_on_signals() as stop:
+        graph = None
         try:
+            config = resolve_package_path(args.config)
+            if config.is_file():  # a missing one: the graph says where it looked
+                check_graph_config(config)  # before trusting the model_path it gives
+                model = args.model or configured_parameter(config, "segmentation", "model_path")
+                if model and not resolve_package_path(model).is_file():
+                    origin = "--model" if args.model else f"model_path in {args.config}"
+                    msg = f"model file {model!r} not found ({origin})"
+                    raise ConfigError(msg)
+            graph = InProcessGraph(args.config, overrides=overrides)
+            names = ", ".join(node.get_fully_qualified_name() for node in graph.nodes.values())
+            print(f"running {names} (Ctrl-C to stop)", flush=True)
+            deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
             while time.monotonic() < deadline and not graph.replay_finished:
                 graph.spin_once(0.05)
+            if graph.replay_finished:
+                print(f"recording {args.bag} replayed to its end", flush=True)
         except KeyboardInterrupt:
             pass
-        if graph.replay_finished:
-            print(f"recording {args.bag} replayed to its end", flush=True)
+        except STARTUP_ERRORS as err:
+            if stop.received is None:
+                if graph is not None:
+                    raise  # from a callback: a bug, with its traceback
+                return report_startup_error("evseg run", err)
+        finally:
+            if graph is not None:
+                with contextlib.suppress(KeyboardInterrupt):  # a signal while closing
+                    graph.close()
+        if stop.received is not None:
+            exit_process(0)
     return 0
 
 
@@ -103,6 +143,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             ground_truth=args.truth_topic,
         ),
         timeout_s=args.timeout,
+        drop_events=args.drop_events,
+        drop_frames=args.drop_frames,
+        packet_loss=args.packet_loss,
+        fault_seed=args.fault_seed,
     )
     return _run_and_report(
         "eval",
@@ -287,6 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--frames-topic", default=RecordingTopics.frames)
     evaluate.add_argument("--truth-topic", default=RecordingTopics.ground_truth)
     evaluate.add_argument("--timeout", type=float, help="give up after this many seconds")
+    faults = evaluate.add_argument_group(
+        "fault injection",
+        "faults the replaying drivers inject (times: seconds from the recording's start); the "
+        "report gains the frames per mode and the mIoU during the faults",
+    )
+    faults.add_argument(
+        "--drop-events", default="", metavar="START:DURATION[,...]",
+        help="the event camera sends nothing in these intervals",
+    )
+    faults.add_argument(
+        "--drop-frames", default="", metavar="START:DURATION[,...]",
+        help="the frame camera sends nothing in these intervals",
+    )
+    faults.add_argument(
+        "--packet-loss", type=float, default=0.0, metavar="P",
+        help="fraction of EventPackets lost on the way to the accumulator (seeded)",
+    )
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of --packet-loss")
     evaluate.set_defaults(func=_cmd_eval)
 
     info = sub.add_parser("info", help="summarise an event recording (.raw or rosbag2) as JSON")

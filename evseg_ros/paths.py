@@ -26,8 +26,26 @@ def package_share() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory(PACKAGE_NAME))
-    except PackageNotFoundError:
+    except (PackageNotFoundError, OSError):
+        # OSError: AMENT_PREFIX_PATH unset (no ROS environment sourced), which for this
+        # question means the same as not installed
         return None
+
+
+def package_path_candidates(path: str | Path) -> list[Path]:
+    """Where :func:`resolve_package_path` looks for ``path``, in order.
+
+    A relative path is tried against the current directory first (what the user typed), then
+    the source tree, then share/ when installed; an absolute path is only itself.
+    """
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return [candidate]
+    candidates = [candidate, SOURCE_ROOT / candidate]
+    share = package_share()
+    if share is not None:
+        candidates.append(share / candidate)
+    return candidates
 
 
 def resolve_package_path(path: str | Path) -> Path:

@@ -27,7 +27,7 @@ bytes times a constant; MB/s counts the payload bytes handed to it. The accumula
 node (``evseg_ros.nodes.accumulator``) with no frame input: it decodes and buffers every packet
 and counts seq gaps, but never builds an event frame (only event intake is measured). The
 driver is the real node replaying a ``.raw`` file as fast as it is consumed (one packet per
-timer tick, ``poll_period_ms`` 0 unless paced), looped.
+timer tick, ``poll_period_ms`` at its minimum unless paced), looped.
 
 Data: ``../shared/data/expelliarmus/evt3_sample.raw`` (219,596 events in 618 KB covering 8.8 ms
 of sensor time) tiled ``--copies`` times; each copy's EVT_TIME_HIGH words are advanced so that a
@@ -463,12 +463,16 @@ def driver_params(stream: Stream, packet_bytes: int, poll_period_ms: float) -> d
     }
 
 
+#: the driver's shortest poll period (its parameter's range): a tick per executor cycle
+UNPACED_PERIOD_MS = 0.1
+
+
 def pacing_period_ms(stream: Stream, packet_bytes: int, offered_mev: float) -> float:
-    """Driver timer period that offers ``offered_mev`` (one packet per tick; 0: no pacing)."""
+    """Driver timer period that offers ``offered_mev`` (one packet per tick; <= 0: no pacing)."""
     if offered_mev <= 0:
-        return 0.0
+        return UNPACED_PERIOD_MS
     events_per_packet = stream.events * packet_bytes / len(stream.payload)
-    return events_per_packet / (offered_mev * 1e6) * 1e3
+    return max(UNPACED_PERIOD_MS, events_per_packet / (offered_mev * 1e6) * 1e3)
 
 
 def accumulator_params(stream: Stream) -> dict[str, Any]:
@@ -1084,7 +1088,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (
             f"paced to {args.offered_mev:g} M ev/s offered"
             if args.offered_mev
-            else "not paced (poll_period_ms 0)"
+            else f"not paced (poll_period_ms {UNPACED_PERIOD_MS:g})"
         )
     )
     for run in runs:

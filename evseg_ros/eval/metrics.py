@@ -6,6 +6,7 @@ sequence weights every pixel equally and partial results from several workers ca
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict, deque
 
 import numpy as np
@@ -97,7 +98,8 @@ class LatencyStats:
     """Per-stage latency samples in milliseconds, summarised as count, median and p99.
 
     Bounded by construction: each stage keeps its latest ``window`` samples (a node runs for
-    days), so the summaries describe the recent past.
+    days), so the summaries describe the recent past. Thread-safe: an inference thread adds
+    while the executor's diagnostics timer summarises.
     """
 
     def __init__(self, window: int = 10_000) -> None:
@@ -106,10 +108,12 @@ class LatencyStats:
             raise ValueError(msg)
         self.window = window
         self._samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+        self._lock = threading.Lock()
 
     def add(self, stage: str, ms: float) -> None:
         """Record one sample of ``stage``."""
-        self._samples[stage].append(float(ms))
+        with self._lock:
+            self._samples[stage].append(float(ms))
 
     def add_all(self, timings: dict[str, float]) -> None:
         """Record one sample per stage, e.g. a segmentation result's ``timings``."""
@@ -118,12 +122,13 @@ class LatencyStats:
 
     def samples(self) -> dict[str, list[float]]:
         """Every sample per stage (a copy), e.g. for plots of the distribution."""
-        return {stage: list(values) for stage, values in self._samples.items()}
+        with self._lock:
+            return {stage: list(values) for stage, values in self._samples.items()}
 
     def summary(self) -> dict[str, tuple[int, float, float]]:
         """Return ``{stage: (count, median_ms, p99_ms)}`` in insertion order."""
         out = {}
-        for stage, values in self._samples.items():
+        for stage, values in self.samples().items():
             arr = np.asarray(values)
             out[stage] = (len(arr), float(np.median(arr)), float(np.percentile(arr, 99)))
         return out

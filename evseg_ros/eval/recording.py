@@ -42,6 +42,8 @@ class RecordingContents:
     path: Path
     topics: dict[str, tuple[str, int]]  # topic -> (msgtype, message count)
     frame_stamps: list[int]
+    #: bag time of the first message: replay faults are timed from here
+    start_ns: int = 0
     event_encoding: str | None = None
     calibration_yaml: str | None = None
     conditions: dict[int, str] = field(default_factory=dict)
@@ -134,6 +136,7 @@ def inspect_recording(
         for connection in reader.connections:
             counts[connection.topic] += connection.msgcount
         listing = {topic: (found[topic], counts[topic]) for topic in sorted(found)}
+        start_ns = int(reader.start_time)
     finally:
         reader.close()
     problems: list[str] = []
@@ -143,7 +146,7 @@ def inspect_recording(
             f"it has {sorted(listing.items())!r}"
         )
         raise RecordingError(msg)
-    contents = RecordingContents(path, listing, [])
+    contents = RecordingContents(path, listing, [], start_ns=start_ns)
     stamp_topic = topics.camera_info if found.get(topics.camera_info) == CAMERA_INFO_MSGTYPE \
         else topics.frames  # camera infos carry the frame's stamp and are cheaper to read
     # the frames' stamps, conditions and calibration in one pass

@@ -93,6 +93,10 @@ class EvalRun:
         mask_stamps_ns: Header stamps of the masks received, in arrival order.
         mask_arrival_ns: Monotonic wall-clock arrival time of each of those masks.
         problems: One line per thing that went wrong (missing topic, no ground truth, ...).
+        degradation: Modes and injected faults: ``modes`` (frames per mode), ``degraded_frames``,
+            ``by_mode`` (confusion matrix per mode), ``faults`` (the injected faults),
+            ``fault_frames``, ``during_fault`` / ``frame_only_during_fault`` (matrices over the
+            frames inside a fault interval, None without one).
 
     Raises:
         ValueError: Unknown mode, class names that do not match a matrix, per-condition
@@ -117,6 +121,7 @@ class EvalRun:
     mask_stamps_ns: list[int] = field(default_factory=list)
     mask_arrival_ns: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    degradation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -192,6 +197,7 @@ def build_report(run: EvalRun) -> dict[str, Any]:
             run.frame_only_by_condition or {}, conditions
         )
         report["frame_only_confusion_matrix"] = run.frame_only.matrix.tolist()
+    report.update(_degradation(run.degradation))
     report["frames"] = _frames(run.frames)
     report["sync"] = _sync(run.sync, report["frames"])
     report["problems"] = [str(line) for line in run.problems]
@@ -215,6 +221,25 @@ def accuracy_part(report: Mapping[str, Any]) -> dict[str, Any]:
     frames = report.get("frames") or {}
     part["frames"] = {"in_bag": frames.get("in_bag"), "evaluated": frames.get("evaluated")}
     return part
+
+
+def _degradation(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Modes and faults: frames per mode, mIoU per mode and during the faults (null if none)."""
+
+    def miou(matrix: ConfusionMatrix | None) -> float | None:
+        return None if matrix is None or not matrix.matrix.any() else _number(matrix.miou())
+
+    by_mode = given.get("by_mode") or {}
+    return {
+        "modes": {str(k): int(v) for k, v in (given.get("modes") or {}).items()},
+        "degraded_frames": int(given.get("degraded_frames", 0)),
+        "miou_by_mode": {str(mode): miou(matrix) for mode, matrix in sorted(by_mode.items())},
+        "faults": _jsonable(given.get("faults") or {}),
+        "fault_frames": int(given.get("fault_frames", 0)),
+        "miou_during_fault": miou(given.get("during_fault")),
+        "frame_only_fault_frames": int(given.get("frame_only_fault_frames", 0)),
+        "frame_only_miou_during_fault": miou(given.get("frame_only_during_fault")),
+    }
 
 
 def _per_class_iou(matrix: ConfusionMatrix, names: Sequence[str]) -> dict[str, float | None]:
@@ -634,6 +659,23 @@ def format_report(report: Mapping[str, Any]) -> str:
         if compared:
             row += f"  {_percent(frame_only):>10}  ({_points(fused, frame_only)} points)"
         lines.append(row)
+    modes = report.get("modes") or {}
+    if modes:
+        lines += [
+            "",
+            "modes: " + "  ".join(f"{mode} {count}" for mode, count in modes.items())
+            + f"  (degraded {report.get('degraded_frames', 0)})",
+            "mIoU by mode [%]: " + "  ".join(
+                f"{mode} {_percent(value)}" for mode, value in report["miou_by_mode"].items()
+            ),
+        ]
+    if report.get("faults", {}).get("off_intervals_s"):
+        lines.append(
+            f"during faults ({report['fault_frames']} frames): mIoU "
+            f"{_percent(report['miou_during_fault'])} %, frame-only "
+            f"{_percent(report['frame_only_miou_during_fault'])} % "
+            f"({report['frame_only_fault_frames']} frames with a camera frame)"
+        )
     lines += [
         "",
         "frames: "

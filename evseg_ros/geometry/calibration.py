@@ -485,10 +485,14 @@ def load_calibration(path: str | Path) -> RigCalibration:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
-        msg = f"cannot read calibration file {str(path)!r}: {err}"
+        msg = f"cannot read calibration file {str(path)!r}: {err.strerror or err}"
         raise CalibrationError(msg) from err
     except yaml.YAMLError as err:
-        msg = f"calibration file {str(path)!r} is not valid YAML: {err}"
+        # one line (where, then what): PyYAML's own message spans several
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        msg = f"calibration file {str(path)!r} is not valid YAML: {where}{problem}"
         raise CalibrationError(msg) from err
     return calibration_from_dict(data, source=str(path))
 

@@ -2,22 +2,27 @@
 
 The event frame goes to in-process listeners directly (the co-located segmentation stage, no
 serialisation) and is published on ``event_frame`` (32FC3, the frame's exact stamp) only while
-something subscribes to it.
+something subscribes to it. ``event_frame/status`` says, per frame, whether its window is fit to
+fuse (and why not) and whether it is frameless (the camera frame never came: serve it
+event-only); the thresholds of that judgement can be changed while the node runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from diagnostic_msgs.msg import DiagnosticArray
 from event_camera_msgs.msg import EventPacket
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from evseg_ros.events.representations import Representation
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import load_calibration
 from evseg_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
-from evseg_ros.nodes.image_conversion import stamp_to_ns, to_image_msg
+from evseg_ros.nodes.health_msgs import event_status_msg
+from evseg_ros.nodes.image_conversion import ns_to_stamp, stamp_to_ns, to_image_msg
 from evseg_ros.nodes.params import Param, declare_parameters
 from evseg_ros.nodes.qos import EVENTS_QOS, FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.spin import run_node
@@ -28,28 +33,62 @@ from evseg_ros.pipeline.accumulator import (
     ReadyFrame,
     host_array,
 )
+from evseg_ros.pipeline.modality import HealthPolicy
 
 PARAMS: tuple[Param, ...] = (
     Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration file"),
-    Param("window_duration_us", 30_000, "length of each frame's event window [us]"),
+    Param(
+        "window_duration_us", 30_000, "length of each frame's event window [us]",
+        low=100, high=1_000_000, runtime=True,
+    ),
     Param(
         "window_end_offset_us", 5_000,
         "window end relative to the frame's trigger [us] (middle of a nominal exposure)",
+        low=-1_000_000, high=1_000_000, runtime=True,
     ),
     Param(
         "window_mode", "duration", "how each frame's event window is cut",
         ("duration", "exposure", "count"),
     ),
-    Param("window_exposure_us", 10_000, "exposure interval after the trigger [us] (mode exposure)"),
-    Param("window_event_count", 50_000, "events per window (mode count)"),
+    Param(
+        "window_exposure_us", 10_000, "exposure interval after the trigger [us] (mode exposure)",
+        low=1, high=1_000_000,
+    ),
+    Param(
+        "window_event_count", 50_000, "events per window (mode count)", low=1, high=100_000_000
+    ),
     Param(
         "representation", "event_frame", "dense event tensor handed to segmentation",
         ("event_frame", "voxel_grid", "polarity_histogram"),
     ),
-    Param("voxel_bins", 3, "temporal bins of the voxel grid"),
-    Param("trigger_channel", 0, "external-trigger channel wired to the frame camera"),
-    Param("trigger_tolerance_us", 50_000, "max |trigger - mapped frame stamp| to pair them [us]"),
-    Param("max_wait_ms", 200.0, "longest a frame waits for its events before going out late"),
+    Param("voxel_bins", 3, "temporal bins of the voxel grid", low=1, high=64),
+    Param(
+        "trigger_channel", 0, "external-trigger channel wired to the frame camera", low=0, high=7
+    ),
+    Param(
+        "trigger_tolerance_us", 50_000, "max |trigger - mapped frame stamp| to pair them [us]",
+        low=1, high=10_000_000,
+    ),
+    Param(
+        "max_wait_ms", 200.0, "longest a frame waits for its events before going out late",
+        low=1.0, high=60_000.0,
+    ),
+    Param(
+        "frame_timeout_ms", 150.0,
+        "sensor time the event stream may run past a trigger without its frame before the "
+        "trigger is served event-only (the frame stream stopped); 0 = never",
+        low=0.0, high=10_000.0, runtime=True,
+    ),
+    Param(
+        "min_events", 200,
+        "fewer events in a window is not a plausible event frame: the frame goes frame-only",
+        low=0, high=100_000_000, runtime=True,
+    ),
+    Param(
+        "max_packet_loss", 0.25,
+        "largest fraction of event packets lost since the previous frame that still fuses",
+        low=0.0, high=1.0, runtime=True,
+    ),
     Param(
         "device", "auto",
         "where events are decoded and accumulated: cuda (torch on the GPU), cpu (numba/numpy), "
@@ -69,8 +108,8 @@ WARN_COUNTERS = (
     "frames_without_events",
 )
 
-#: A listener gets the ready event frame and the camera Image it belongs to.
-FrameListener = Callable[[ReadyFrame, Image], None]
+#: A listener gets the ready event frame and the camera Image it belongs to (None: frameless).
+FrameListener = Callable[[ReadyFrame, Image | None], None]
 
 
 class AccumulatorNode(Node):
@@ -78,16 +117,10 @@ class AccumulatorNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("accumulator", **kwargs)
-        self.params = declare_parameters(self, PARAMS)
+        self.params = declare_parameters(self, PARAMS, on_change=self._on_param_change)
         calibration = load_calibration(resolve_package_path(self.params["calibration_file"]))
         config = AccumulatorConfig(
-            window=WindowConfig(
-                duration_us=int(self.params["window_duration_us"]),
-                end_offset_us=int(self.params["window_end_offset_us"]),
-                mode=WindowMode(self.params["window_mode"]),
-                exposure_us=int(self.params["window_exposure_us"]),
-                event_count=int(self.params["window_event_count"]),
-            ),
+            **self._runtime_config(self.params),
             representation=Representation(self.params["representation"]),
             voxel_bins=int(self.params["voxel_bins"]),
             trigger_channel=int(self.params["trigger_channel"]),
@@ -99,10 +132,38 @@ class AccumulatorNode(Node):
         self.get_logger().info(f"event frames built on {self.core.device}")
         self.listeners: list[FrameListener] = []
         self.event_frame_publisher = self.create_publisher(Image, "event_frame", RESULTS_QOS)
+        self.status_publisher = self.create_publisher(
+            DiagnosticArray, "event_frame/status", RESULTS_QOS
+        )
+        self._frame_id = "frame_camera"
+        self._last_health = None
+        self._reported: dict[str, int] = {}
         self.create_subscription(EventPacket, "events", self._on_packet, EVENTS_QOS)
         self.create_subscription(Image, "frame/image_raw", self._on_frame, FRAMES_QOS)
         self.timer = self.create_timer(0.01, self._deliver)
         self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
+
+    @staticmethod
+    def _runtime_config(values: dict) -> dict:
+        """The AccumulatorConfig fields that follow run-time-settable parameters."""
+        return {
+            "window": WindowConfig(
+                duration_us=int(values["window_duration_us"]),
+                end_offset_us=int(values["window_end_offset_us"]),
+                mode=WindowMode(values["window_mode"]),
+                exposure_us=int(values["window_exposure_us"]),
+                event_count=int(values["window_event_count"]),
+            ),
+            "frame_timeout_us": int(values["frame_timeout_ms"] * 1000),
+            "health": HealthPolicy(
+                min_events=int(values["min_events"]),
+                max_packet_loss=float(values["max_packet_loss"]),
+            ),
+        }
+
+    def _on_param_change(self, changed: dict) -> None:
+        """Apply new window / policy values from the next frame on (ValueError rejects them)."""
+        self.core.update_config(**self._runtime_config({**self.params, **changed}))
 
     def add_listener(self, listener: FrameListener) -> None:
         """Receive event frames in-process (co-located segmentation)."""
@@ -116,24 +177,52 @@ class AccumulatorNode(Node):
         self._deliver()
 
     def _on_frame(self, msg: Image) -> None:
+        self._frame_id = msg.header.frame_id or self._frame_id
         self.core.on_frame(msg, stamp_to_ns(msg.header))
         self._deliver()
 
     def _deliver(self) -> None:
         for ready in self.core.poll():
-            image_msg: Image = ready.key
+            image_msg: Image | None = ready.key
+            header = (
+                image_msg.header if image_msg is not None
+                else ns_to_stamp(Header(frame_id=self._frame_id), ready.stamp_ns)
+            )
+            changed = self._last_health is None or self._last_health.ok != ready.health.ok
+            self._last_health = ready.health
+            if changed:
+                self.diagnostics.publish()  # a change is reported now, not within a second
+            # the status first: a topic consumer pairs the event frame with it
+            self.status_publisher.publish(
+                event_status_msg(
+                    header, ready.health, frameless=ready.frameless,
+                    num_events=ready.num_events, late=ready.late,
+                )
+            )
             if self.event_frame_publisher.get_subscription_count() > 0:
                 frame = host_array(ready.event_frame).transpose(1, 2, 0)
                 encoding = f"32FC{frame.shape[2]}"
-                self.event_frame_publisher.publish(to_image_msg(frame, encoding, image_msg.header))
+                self.event_frame_publisher.publish(to_image_msg(frame, encoding, header))
             for listener in self.listeners:
                 listener(ready, image_msg)
 
     def _diagnostics(self):
         values = self.core.diagnostics()
-        problems = [name for name in WARN_COUNTERS if values.get(name)]
+        # counted problems make the status WARN while they happen, not forever after
+        recent = [
+            name for name in WARN_COUNTERS
+            if values.get(name, 0) != self._reported.get(name, 0)
+        ]
+        self._reported = {name: values.get(name, 0) for name in WARN_COUNTERS}
+        health = self._last_health
+        values["last_window"] = "none yet" if health is None else (health.reason or "ok")
+        problems = []
+        if health is not None and not health.ok:
+            problems.append(f"last window not fused: {health.reason}")
+        if recent:
+            problems.append("counted: " + ", ".join(recent))
         if problems:
-            return WARN, "counted: " + ", ".join(problems), values
+            return WARN, "; ".join(problems), values
         return OK, "ok", values
 
 

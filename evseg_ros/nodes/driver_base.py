@@ -100,7 +100,7 @@ class SourceDriverNode(Node):
         return OK, "streaming", values
 
     def destroy_node(self) -> None:
-        if self.source is not None:
+        if getattr(self, "source", None) is not None:  # None too when the constructor failed
             self.source.close()
             self.source = None
         super().destroy_node()

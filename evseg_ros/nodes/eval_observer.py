@@ -7,14 +7,17 @@ stamps relate to the wall clock on a replay).
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from evseg_ros.nodes.health_msgs import parse_mode_status
 from evseg_ros.nodes.image_conversion import ImageConversionError, from_image_msg, stamp_to_ns
 from evseg_ros.nodes.qos import RESULTS_QOS
 
@@ -30,6 +33,9 @@ class EvalObserver:
     masks_png: dict[int, bytes] = field(default_factory=dict)
     mask_arrival_ns: dict[int, int] = field(default_factory=dict)
     bad_masks: int = 0
+    #: the mode (``segmentation/status``) of every frame, masked or not, by stamp
+    modes: dict[int, str] = field(default_factory=dict)
+    _event_only: tuple[int, list[int]] = field(default=(-1, []), repr=False)
 
     @property
     def masks_received(self) -> int:
@@ -50,6 +56,26 @@ class EvalObserver:
             return None
         return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
 
+    def stamp_near(self, stamp_ns: int, tolerance_ns: int) -> int | None:
+        """The mask stamp equal to ``stamp_ns``, else the nearest event-only one within tolerance.
+
+        An event-only mask has no camera frame to take a stamp from: it carries the stamp its
+        frame would have had, predicted from the trigger, which lands within the stamp jitter.
+        """
+        if stamp_ns in self.masks_png:
+            return stamp_ns
+        event_only = self._event_only_stamps()
+        position = bisect.bisect_left(event_only, stamp_ns)
+        near = [event_only[i] for i in (position - 1, position) if 0 <= i < len(event_only)]
+        best = min(near, key=lambda s: abs(s - stamp_ns), default=None)
+        return best if best is not None and abs(best - stamp_ns) <= tolerance_ns else None
+
+    def _event_only_stamps(self) -> list[int]:
+        if self._event_only[0] != len(self.masks_png):  # sorted once per new mask count
+            stamps = sorted(s for s in self.masks_png if self.modes.get(s) == "event_only")
+            self._event_only = (len(self.masks_png), stamps)
+        return self._event_only[1]
+
     def frame_to_mask_ms(self, frame_sent_ns: dict[int, int]) -> list[float]:
         """Latency of every mask from when its frame was sent, in mask arrival order.
 
@@ -69,6 +95,16 @@ class EvalObserverNode(Node):
         super().__init__("eval_observer", **kwargs)
         self.observer = EvalObserver()
         self.create_subscription(Image, "segmentation/mask", self._on_mask, RESULTS_QOS)
+        self.create_subscription(
+            DiagnosticArray, "segmentation/status", self._on_status, RESULTS_QOS
+        )
+
+    def _on_status(self, msg: DiagnosticArray) -> None:
+        try:
+            stamp, mode, _reason = parse_mode_status(msg)
+        except (IndexError, ValueError):
+            return
+        self.observer.modes[stamp] = mode.value
 
     def _on_mask(self, msg: Image) -> None:
         arrival = time.monotonic_ns()

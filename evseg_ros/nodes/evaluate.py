@@ -10,6 +10,11 @@ accuracy on any machine.
 The frame-only comparison runs the frame-only model on exactly the frames the fused model got
 a mask for, on the same preprocessed pixels (taken from the segmentation node's input), after
 the replay, so it costs the live graph nothing.
+
+Faults (``--drop-events``, ``--drop-frames``, ``--packet-loss``) are injected by the replaying
+drivers themselves (:mod:`evseg_ros.sources.replay_faults`); the report says which mode served
+each frame (``segmentation/status``), the mIoU per mode and over the frames inside a fault, next
+to the frame-only model's on the same frames.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from evseg_ros.runtime import (
     create_backend,
 )
 from evseg_ros.sources.replay_clock import PACINGS
+from evseg_ros.sources.replay_faults import ReplayFaults, parse_intervals
 
 LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ SYNC_REPORT_KEYS = (
 )
 #: lockstep: how long the accumulator may wait for a frame's events (the replay waits anyway)
 LOCKSTEP_MAX_WAIT_MS = 5000.0
+#: lockstep: frames that may wait for inference (none is dropped for being late there)
+LOCKSTEP_QUEUE_DEPTH = 1000
 #: after the replay ended: how long in-flight frames may take to come back as masks (plus the
 #: accumulator's max_wait_ms)
 SETTLE_S = 3.0
@@ -68,6 +76,12 @@ class EvalOptions:
     topics: RecordingTopics = field(default_factory=RecordingTopics)
     timeout_s: float | None = None
     panels: int = 4
+    #: faults: recording-time intervals "START:DURATION[,...]" (s) with no events / no frames,
+    #: and the fraction of event packets lost at random (seeded)
+    drop_events: str = ""
+    drop_frames: str = ""
+    packet_loss: float = 0.0
+    fault_seed: int = 0
     #: extra parameter overrides per node (tests, benchmarks)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -147,6 +161,13 @@ def _overrides(bag: Path, options: EvalOptions, calibration: Path | None) -> dic
     }
     if options.mode == "lockstep":
         overrides["accumulator"]["max_wait_ms"] = LOCKSTEP_MAX_WAIT_MS
+        # a gap in the frames releases its events at once: every event-only frame waits its turn
+        overrides["segmentation"]["inference_queue_depth"] = LOCKSTEP_QUEUE_DEPTH
+    overrides["evk4_driver"].update(
+        replay_drop=options.drop_events, replay_message_loss=float(options.packet_loss),
+        replay_fault_seed=int(options.fault_seed),
+    )
+    overrides["flir_driver"]["replay_drop"] = options.drop_frames
     if options.model:
         overrides["segmentation"]["model_path"] = options.model
     if calibration is not None:
@@ -241,6 +262,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         raise ValueError(msg)
     start = time.monotonic()
     bag = Path(bag)
+    faults = _faults(options)  # a malformed fault is one line, before anything runs
     model_path = check_model(options)
     contents = inspect_recording(bag, topics=options.topics, labels_dir=options.labels_dir)
     output_dir = Path(output_dir)
@@ -259,23 +281,32 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     fused = _Scores(label_set.num_classes)
     frame_only_backend = _frame_only_backend(options, problems)
     frame_only = None if frame_only_backend is None else _Scores(label_set.num_classes)
+    degradation = _Degradation(
+        label_set.num_classes, faults, contents.start_ns, compared=frame_only is not None
+    )
+    # an event-only mask carries the stamp its frame would have had, predicted from the trigger
+    tolerance_ns = int(1e9 / contents.recorded_fps / 3) if contents.recorded_fps else 0
     evaluated: list[int] = []
     panel_truth: dict[int, np.ndarray] = {}
     mismatched: list[tuple[int, tuple, tuple]] = []
     for stamp, truth in contents.truth():  # one pass: ground truth is decoded once
-        mask = observer.mask(stamp)
-        if mask is None:
+        mask_stamp = observer.stamp_near(stamp, tolerance_ns)
+        if mask_stamp is None:
             continue
+        mask = observer.mask(mask_stamp)
         if mask.shape != truth.shape:
             mismatched.append((stamp, mask.shape, truth.shape))
             continue
         condition = contents.conditions.get(stamp, "unknown")
         fused.add(condition, mask, truth)
         evaluated.append(stamp)
-        if frame_only is not None:
-            image = tap.images[stamp]
+        degradation.add(stamp, observer.modes.get(mask_stamp, "unknown"), mask, truth)
+        image = tap.images.get(stamp)
+        if frame_only is not None and image is not None:  # no frame, no frame-only mask
             events = np.zeros((3, *image.shape[:2]), np.float32)
-            frame_only.add(condition, frame_only_backend.infer(image, events).mask, truth)
+            frame_only_mask = frame_only_backend.infer(image, events).mask
+            frame_only.add(condition, frame_only_mask, truth)
+            degradation.add_frame_only(stamp, frame_only_mask, truth)
         if stamp in panel_stamps:
             panel_truth[stamp] = truth
     if mismatched:
@@ -312,6 +343,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
         mask_stamps_ns=[stamp for stamp, _ in arrivals],
         mask_arrival_ns=[arrival for _, arrival in arrivals],
         problems=problems,
+        degradation=degradation.summary(observer.modes),
     )
     files = _write_panels(observer, tap, panel_stamps, panel_truth, label_set, output_dir)
     run.wall_s = time.monotonic() - start
@@ -319,6 +351,66 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     report["panels"] = [str(p) for p in files]
     files += write_report(report, run, output_dir)
     return EvalOutcome(report, run, files)
+
+
+def _faults(options: EvalOptions) -> ReplayFaults:
+    """All injected faults as one spec (for timing the "during fault" frames); validates them."""
+    return ReplayFaults(
+        off=parse_intervals(options.drop_events) + parse_intervals(options.drop_frames),
+        loss=float(options.packet_loss), seed=int(options.fault_seed),
+    )
+
+
+class _Degradation:
+    """Scores per mode, and over the frames inside an injected fault, fused and frame-only."""
+
+    def __init__(
+        self, num_classes: int, faults: ReplayFaults, start_ns: int, *, compared: bool
+    ) -> None:
+        self.faults = faults
+        self.start_ns = start_ns
+        self.num_classes = num_classes
+        self.by_mode: dict[str, ConfusionMatrix] = {}
+        self.during_fault = ConfusionMatrix(num_classes)
+        self.frame_only_during_fault = ConfusionMatrix(num_classes) if compared else None
+        self.fault_frames = 0
+        self.frame_only_fault_frames = 0
+
+    def in_fault(self, stamp_ns: int) -> bool:
+        return self.faults.in_off_interval((stamp_ns - self.start_ns) / 1e9)
+
+    def add(self, stamp_ns: int, mode: str, mask: np.ndarray, truth: np.ndarray) -> None:
+        self.by_mode.setdefault(mode, ConfusionMatrix(self.num_classes)).update(mask, truth)
+        if self.in_fault(stamp_ns):
+            self.fault_frames += 1
+            self.during_fault.update(mask, truth)
+
+    def add_frame_only(self, stamp_ns: int, mask: np.ndarray, truth: np.ndarray) -> None:
+        if self.frame_only_during_fault is not None and self.in_fault(stamp_ns):
+            self.frame_only_fault_frames += 1
+            self.frame_only_during_fault.update(mask, truth)
+
+    def summary(self, modes_seen: dict[int, str]) -> dict[str, Any]:
+        """What report.json carries about modes and faults (matrices left to the report)."""
+        modes = {mode: 0 for mode in ("fused", "frame_only", "event_only", "none")}
+        for mode in modes_seen.values():
+            modes[mode] = modes.get(mode, 0) + 1
+        return {
+            "modes": modes,
+            "degraded_frames": sum(n for mode, n in modes.items() if mode != "fused"),
+            "by_mode": self.by_mode,
+            "faults": {
+                "off_intervals_s": [list(interval) for interval in self.faults.off],
+                "packet_loss": self.faults.loss,
+                "seed": self.faults.seed,
+            },
+            "fault_frames": self.fault_frames,
+            "frame_only_fault_frames": self.frame_only_fault_frames,
+            "during_fault": self.during_fault if self.faults.off else None,
+            "frame_only_during_fault": (
+                self.frame_only_during_fault if self.faults.off else None
+            ),
+        }
 
 
 class _Scores:

@@ -25,6 +25,7 @@ Hardware parameters a ROS 2 parameter file cannot leave empty use sentinels: a b
 from __future__ import annotations
 
 import array
+from dataclasses import replace
 from typing import Any
 
 from event_camera_msgs.msg import EventPacket
@@ -32,6 +33,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 
 from evseg_ros.nodes.diagnostics import ERROR, OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
+from evseg_ros.nodes.fault_params import FAULT_PARAMS, replay_faults
 from evseg_ros.nodes.image_conversion import ns_to_stamp
 from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import CLOCK_QOS, EVENTS_QOS
@@ -42,6 +44,7 @@ from evseg_ros.sources import EventPacketSource, SimEventSource, SourceUnavailab
 from evseg_ros.sources.bag_replay import BagEventSource
 from evseg_ros.sources.replay import RawFileEventSource
 from evseg_ros.sources.replay_clock import ReplayPacing
+from evseg_ros.sources.replay_faults import FaultInjector
 
 #: bias parameter value that leaves the camera's own setting (IMX636 bias offsets are small
 #: signed numbers, so no valid offset is this far out)
@@ -52,27 +55,53 @@ PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where events come from", ("sim", "hardware", "raw", "bag")),
     Param("serial", "", "camera serial number (hardware source; empty = first camera)"),
     Param("frame_id", "event_camera", "TF frame of the event camera"),
-    Param("packet_period_us", 10_000, "sensor time covered by one EventPacket [us]"),
-    Param("poll_period_ms", 5.0, "how often the source is polled [ms]"),
+    Param(
+        "packet_period_us", 10_000, "sensor time covered by one EventPacket [us]",
+        low=1, high=1_000_000,
+    ),
+    Param("poll_period_ms", 5.0, "how often the source is polled [ms]", low=0.1, high=1_000.0),
     Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration (sim source)"),
     Param("raw_file", "", "Prophesee .raw recording to replay (source 'raw')"),
-    Param("raw_packet_bytes", 65_536, "bytes per EventPacket when replaying a .raw file"),
+    Param(
+        "raw_packet_bytes", 65_536, "bytes per EventPacket when replaying a .raw file",
+        low=2, high=64 * 1024 * 1024,
+    ),
     Param("bag_path", "", "rosbag2 with EventPackets to replay (source 'bag')"),
     Param("bag_topic", "", "EventPacket topic in the bag; empty = the first one"),
     *REPLAY_PARAMS,
+    *FAULT_PARAMS,
     *(
-        Param(name, BIAS_KEEP_DEFAULT, f"EVK4 {name} offset ({BIAS_KEEP_DEFAULT} = camera default)")
+        Param(
+            name, BIAS_KEEP_DEFAULT, f"EVK4 {name} offset ({BIAS_KEEP_DEFAULT} = camera default)",
+            low=BIAS_KEEP_DEFAULT, high=-BIAS_KEEP_DEFAULT,
+        )
         for name in IMX636_BIAS_PARAMS
     ),
-    Param("roi", [0, 0, 0, 0], "hardware ROI [x, y, width, height] in px; [0, 0, 0, 0] = full"),
-    Param("erc_enabled", False, "hardware event rate controller on (false: every event is sent)"),
-    Param("erc_rate_ev_s", 20_000_000, "event rate controller limit [events/s] when enabled"),
     Param(
-        "trigger_in_channels", [0], "trigger inputs to enable: 0 main, 1 aux, 2 loopback, -1 none"
+        "roi", [0, 0, 0, 0], "hardware ROI [x, y, width, height] in px; [0, 0, 0, 0] = full",
+        low=0, high=65_535,
     ),
-    Param("mipi_frame_period_us", 0, "sensor MIPI frame period [us] (hardware; 0 = keep default)"),
-    Param("packet_bytes", 65_536, "hardware: close a packet at this many bytes (even)"),
-    Param("packet_time_us", 1_000, "hardware: close a packet this long after its first byte [us]"),
+    Param("erc_enabled", False, "hardware event rate controller on (false: every event is sent)"),
+    Param(
+        "erc_rate_ev_s", 20_000_000, "event rate controller limit [events/s] when enabled",
+        low=1,
+    ),
+    Param(
+        "trigger_in_channels", [0], "trigger inputs to enable: 0 main, 1 aux, 2 loopback, -1 none",
+        low=-1, high=2,
+    ),
+    Param(
+        "mipi_frame_period_us", 0, "sensor MIPI frame period [us] (hardware; 0 = keep default)",
+        low=0, high=1_000_000,
+    ),
+    Param(
+        "packet_bytes", 65_536, "hardware: close a packet at this many bytes (even)",
+        low=2, high=64 * 1024 * 1024,
+    ),
+    Param(
+        "packet_time_us", 1_000, "hardware: close a packet this long after its first byte [us]",
+        low=0, high=1_000_000,
+    ),
     *SIM_PARAMS,
 )
 
@@ -85,6 +114,8 @@ class Evk4DriverNode(SourceDriverNode):
     def __init__(self, **kwargs) -> None:
         self.seq = 0
         self.bytes_published = 0
+        #: fault injection: EventPackets lost between this driver and its subscribers
+        self.link_loss: FaultInjector | None = None
         super().__init__("evk4_driver", PARAMS, **kwargs)
 
     def _setup_publishers(self) -> None:
@@ -116,6 +147,10 @@ class Evk4DriverNode(SourceDriverNode):
             if not self.params["bag_path"]:
                 msg = "source 'bag' needs parameter 'bag_path' (it is empty)"
                 raise SourceUnavailableError(msg)
+            faults = replay_faults(self.params)
+            if faults.loss:
+                # lost on the link: after numbering, so the receiver sees the gap in seq
+                self.link_loss = FaultInjector(replace(faults, off=()), start_ns=0)
             return BagEventSource(
                 self.params["bag_path"],
                 topic=self.params["bag_topic"] or None,
@@ -123,6 +158,7 @@ class Evk4DriverNode(SourceDriverNode):
                 rate=float(self.params["replay_rate"]),
                 epoch_ns=int(self.params["replay_epoch_ns"]),
                 loop=self.params["replay_loop"],
+                faults=replace(faults, loss=0.0),  # the camera sends nothing while "off"
             )
         rig, epoch_ns = build_rig(self.params)
         return SimEventSource(
@@ -181,7 +217,8 @@ class Evk4DriverNode(SourceDriverNode):
             payload = array.array("B")
             payload.frombytes(packet.data)
             msg.events = payload
-            self.publisher.publish(msg)
+            if self.link_loss is None or not self.link_loss.drops(packet.stamp_ns):
+                self.publisher.publish(msg)
             self.seq += 1
             self.bytes_published += len(packet.data)
 
@@ -195,6 +232,8 @@ class Evk4DriverNode(SourceDriverNode):
             values["replay_finished"] = self.source.finished
         if hasattr(self.source, "status_values"):
             values.update(self.source.status_values())
+        if self.link_loss is not None:
+            values["fault_dropped_loss"] = self.link_loss.dropped_loss
         return values
 
     def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from std_msgs.msg import Header
 from evseg_ros.geometry.calibration import CameraModel, load_calibration
 from evseg_ros.nodes.diagnostics import OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
+from evseg_ros.nodes.fault_params import FAULT_PARAMS, replay_faults
 from evseg_ros.nodes.image_conversion import ENCODINGS, ns_to_stamp, stamp_to_ns, to_image_msg
 from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import FRAMES_QOS, RESULTS_QOS
@@ -61,20 +62,33 @@ HARDWARE_PARAMS: tuple[Param, ...] = (
         tuple(PIXEL_FORMAT_ENCODINGS),
     ),
     Param("exposure_auto", True, "automatic exposure (hardware; false: exposure_us)"),
-    Param("exposure_us", 10_000.0, "fixed exposure time [us] when exposure_auto is false"),
+    Param(
+        "exposure_us", 10_000.0, "fixed exposure time [us] when exposure_auto is false",
+        low=1.0, high=30_000_000.0,
+    ),
     Param("gain_auto", True, "automatic gain (hardware; false: gain_db)"),
-    Param("gain_db", 0.0, "fixed gain [dB] when gain_auto is false"),
-    Param("frame_rate_hz", 0.0, "acquisition frame rate [Hz] (hardware; 0 = camera default)"),
+    Param("gain_db", 0.0, "fixed gain [dB] when gain_auto is false", low=0.0, high=48.0),
+    Param(
+        "frame_rate_hz", 0.0, "acquisition frame rate [Hz] (hardware; 0 = camera default)",
+        low=0.0, high=1_000.0,
+    ),
     Param("trigger_mode", "off", "wait for a hardware trigger per frame", TRIGGER_MODES),
     Param("trigger_source", "Line0", "trigger input line (selector FrameStart)", TRIGGER_SOURCES),
     Param("trigger_activation", "RisingEdge", "trigger edge or level", TRIGGER_ACTIVATIONS),
-    Param("trigger_delay_us", 0.0, "delay from trigger to exposure start [us] (0 = none)"),
+    Param(
+        "trigger_delay_us", 0.0, "delay from trigger to exposure start [us] (0 = none)",
+        low=0.0, high=1_000_000.0,
+    ),
     Param("trigger_overlap", "Off", "accept a trigger during readout", TRIGGER_OVERLAPS),
-    Param("acquisition_timeout_ms", 1000, "wait for one frame at most this long [ms]"),
+    Param(
+        "acquisition_timeout_ms", 1000, "wait for one frame at most this long [ms]",
+        low=1, high=3_600_000,
+    ),
     Param(
         "max_consecutive_timeouts",
         3,
         "restart acquisition after this many timeouts in a row (a disconnect restarts at once)",
+        low=1, high=1_000_000,
     ),
 )
 REPLAY_PARAMS: tuple[Param, ...] = (
@@ -84,6 +98,7 @@ REPLAY_PARAMS: tuple[Param, ...] = (
         "image_folder_rate_hz",
         10.0,
         "frame rate of the image folder [Hz] unless it holds a timestamps.txt",
+        low=0.01, high=10_000.0,
     ),
     Param(
         "image_timestamp_unit",
@@ -97,17 +112,19 @@ REPLAY_PARAMS: tuple[Param, ...] = (
     Param(
         "replay_lockstep_timeout_s", 10.0,
         "lockstep: release the next frame anyway when no mask came back for this long [s]",
+        low=0.01, high=3_600.0,
     ),
 )
 PARAMS: tuple[Param, ...] = (
     Param("source", "sim", "where frames come from", ("sim", "hardware", "video", "folder", "bag")),
     Param("serial", "", "camera serial number (hardware source; empty = first camera)"),
     Param("frame_id", "frame_camera", "TF frame of the frame camera"),
-    Param("poll_period_ms", 5.0, "how often the source is polled [ms]"),
+    Param("poll_period_ms", 5.0, "how often the source is polled [ms]", low=0.1, high=1_000.0),
     Param("calibration_file", "config/calibration/sim_rig.yaml", "rig calibration file"),
     Param("publish_ground_truth", True, "publish simulator labels on frame/ground_truth"),
     *HARDWARE_PARAMS,
     *REPLAY_PARAMS,
+    *FAULT_PARAMS,
     *SIM_PARAMS,
 )
 #: how many publish times of recent frames are kept (a minute at 30 Hz)
@@ -213,6 +230,7 @@ class FlirDriverNode(SourceDriverNode):
                 rate=float(params["replay_rate"]),
                 epoch_ns=int(params["replay_epoch_ns"]),
                 loop=loop,
+                faults=replay_faults(params),
             )
         if pacing == ReplayPacing.LOCKSTEP:
             msg = f"replay_pacing 'lockstep' needs source 'bag', not {source!r}"

@@ -1,9 +1,18 @@
 """Segmentation node: frame + event frame in, ``segmentation/mask`` (mono8) and overlay out.
 
 Inputs come either in-process from a co-located accumulator (``event_frame_input: direct``) or
-as two topics paired by exact stamp (``topic``). Outputs carry the camera frame's header, so a
-mask can be matched to its frame by stamp anywhere downstream. The overlay is only computed while
-someone subscribes to it.
+as three topics paired by exact stamp (``topic``: image, event frame, the event frame's status).
+Outputs carry the camera frame's header, so a mask can be matched to its frame by stamp anywhere
+downstream. The overlay is only computed while someone subscribes to it.
+
+Each frame runs in the mode that is still right (:mod:`evseg_ros.pipeline.modality`): fused when
+the frame and its event window are both good, the frame-only model when the events are missing,
+late or unsynced, and the fused model on the events alone when no usable frame came (a frameless
+event frame from the accumulator, or a malformed image). ``segmentation/status`` says which, per
+mask; ``/diagnostics`` goes WARN with the reason at once (not at the next period) and back to OK
+at the first fused frame. Inference runs on a worker thread (:mod:`.inference_worker`), so the
+executor and the diagnostics keep going while a frame is being segmented, and an overloaded or
+stalled stage is reported as such.
 """
 
 from __future__ import annotations
@@ -12,17 +21,21 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from evseg_ros.eval.metrics import LatencyStats
 from evseg_ros.geometry.calibration import load_calibration
 from evseg_ros.geometry.frame_remap import FrameRemapper
 from evseg_ros.labels import get_label_set
 from evseg_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from evseg_ros.nodes.health_msgs import mode_status_msg, parse_event_status
 from evseg_ros.nodes.image_conversion import (
     ImageConversionError,
     from_image_msg,
+    ns_to_stamp,
     stamp_to_ns,
     to_image_msg,
 )
@@ -32,6 +45,8 @@ from evseg_ros.nodes.spin import run_node
 from evseg_ros.paths import resolve_package_path
 from evseg_ros.pipeline.accumulator import ReadyFrame, host_array
 from evseg_ros.pipeline.debayer import SUPPORTED_ENCODINGS, Debayer
+from evseg_ros.pipeline.inference_worker import InferenceWorker
+from evseg_ros.pipeline.modality import EventHealth, Mode, ModeTracker, choose_mode
 from evseg_ros.pipeline.segmenter import Segmenter
 from evseg_ros.pipeline.stamp_pairing import StampPairer
 from evseg_ros.runtime import RuntimeBackendError, create_backend
@@ -42,17 +57,42 @@ PARAMS: tuple[Param, ...] = (
         "rig calibration: frames are remapped onto its output grid, where the event frames are",
     ),
     Param("model_path", "models/demo_fusion.onnx", "ONNX model (image + events -> mask)"),
+    Param(
+        "frame_only_model_path", "models/demo_image_only.onnx",
+        "model for frames whose events are missing, late or unsynced (frame-only mode); "
+        "empty = the fused model with an empty event frame",
+    ),
     Param("backend", "auto", "inference backend", ("auto", "onnxruntime", "pytorch")),
-    Param("network_width", 0, "network input width [px]; 0 = the frame's width"),
-    Param("network_height", 0, "network input height [px]; 0 = the frame's height"),
-    Param("num_threads", 0, "CPU threads for inference; 0 = backend default"),
+    Param("network_width", 0, "network input width [px]; 0 = the frame's width", low=0),
+    Param("network_height", 0, "network input height [px]; 0 = the frame's height", low=0),
+    Param("num_threads", 0, "CPU threads for inference; 0 = backend default", low=0, high=256),
     Param("label_set", "dsec11", "class names and colours", ("dsec11", "cityscapes19")),
-    Param("overlay_alpha", 0.5, "weight of class colours in the overlay"),
+    Param(
+        "overlay_alpha", 0.5, "weight of class colours in the overlay", low=0.0, high=1.0,
+        runtime=True,
+    ),
+    Param(
+        "representation", "event_frame",
+        "event tensor the model takes; must be what the accumulator builds",
+        ("event_frame", "voxel_grid", "polarity_histogram"),
+    ),
     Param(
         "event_frame_input", "topic", "where event frames come from",
         ("topic", "direct"),
     ),
+    Param(
+        "inference_queue_depth", 1,
+        "frames that may wait while one is segmented; when full the oldest waiting frame is "
+        "dropped (frames_dropped_busy)", low=1, high=1000,
+    ),
+    Param(
+        "stall_timeout_s", 2.0, "one frame's inference running longer than this is a stall",
+        low=0.1, high=600.0, runtime=True,
+    ),
 )
+
+#: What the shipped models take (runtime.backend.INPUT_CONTRACT): the 3-channel event frame.
+MODEL_REPRESENTATION = "event_frame"
 
 
 class SegmentationNode(Node):
@@ -60,115 +100,234 @@ class SegmentationNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("segmentation", **kwargs)
-        self.params = declare_parameters(self, PARAMS)
+        self.params = declare_parameters(self, PARAMS, on_change=self._on_param_change)
         self.latency = LatencyStats()
         self.counters = {
             "frames_in": 0, "frames_out": 0, "bad_input": 0, "no_model": 0, "inference_errors": 0,
+            "frames_dropped_busy": 0,
         }
+        self.modes = ModeTracker()
+        self._reported: dict[str, int] = {}
         self.last_inference_error = ""
         self.error = ""
         self.segmenter: Segmenter | None = None
-        model_path = resolve_package_path(self.params["model_path"])
-        try:
-            options = {}
-            if self.params["num_threads"]:
-                options["num_threads"] = int(self.params["num_threads"])  # every backend takes it
-            backend = create_backend(
-                self.params["backend"], model_path,
-                network_width=int(self.params["network_width"]),
-                network_height=int(self.params["network_height"]), **options,
-            )
-            self.segmenter = Segmenter(
-                backend, get_label_set(self.params["label_set"]),
-                overlay_alpha=float(self.params["overlay_alpha"]),
-            )
-            self.get_logger().info(f"backend {backend.name!r} running {str(model_path)!r}")
-        except RuntimeBackendError as err:
-            self.error = str(err)
-            self.get_logger().error(self.error)
+        self.frame_only: Segmenter | None = None
+        self._frame_id = "frame_camera"
+        calibration = load_calibration(resolve_package_path(self.params["calibration_file"]))
+        self.remapper = FrameRemapper(calibration, device="cpu")
+        self._load_models((calibration.output_height, calibration.output_width))
         self.mask_publisher = self.create_publisher(Image, "segmentation/mask", RESULTS_QOS)
         self.overlay_publisher = self.create_publisher(Image, "segmentation/overlay", RESULTS_QOS)
+        self.status_publisher = self.create_publisher(
+            DiagnosticArray, "segmentation/status", RESULTS_QOS
+        )
         #: called with (stamp_ns, image on the output grid, event frame) before inference; the
         #: evaluation keeps the frame-only model's inputs this way (same frames, same pixels)
         self.input_listeners: list[Callable[[int, np.ndarray, np.ndarray], None]] = []
-        self.pairer = StampPairer(("image", "events"))
+        self.pairer = StampPairer(("image", "events", "status"))
         self.debayer = Debayer(device="auto")
-        self.remapper = FrameRemapper(
-            load_calibration(resolve_package_path(self.params["calibration_file"])), device="cpu"
+        self.worker = InferenceWorker(
+            depth=int(self.params["inference_queue_depth"]), on_error=self._on_inference_error
         )
         if self.params["event_frame_input"] == "topic":
             self.create_subscription(Image, "frame/image_raw", self._on_image, FRAMES_QOS)
             self.create_subscription(Image, "event_frame", self._on_event_frame, RESULTS_QOS)
+            self.create_subscription(
+                DiagnosticArray, "event_frame/status", self._on_event_status, RESULTS_QOS
+            )
         self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
 
+    def _load_models(self, size: tuple[int, int]) -> None:
+        """The fused model and the frame-only fallback; a failure leaves the node up, in ERROR.
+
+        Each runs once on a blank frame of the output ``size`` (height, width) here, so the
+        first camera frames do not wait behind the engine's warm-up (and get dropped).
+        """
+        options = {}
+        if self.params["num_threads"]:
+            options["num_threads"] = int(self.params["num_threads"])  # every backend takes it
+        label_set = get_label_set(self.params["label_set"])
+
+        def segmenter(path: str) -> Segmenter:
+            backend = create_backend(
+                self.params["backend"], resolve_package_path(path),
+                network_width=int(self.params["network_width"]),
+                network_height=int(self.params["network_height"]), **options,
+            )
+            self.get_logger().info(f"backend {backend.name!r} running {path!r}")
+            model = Segmenter(backend, label_set, overlay_alpha=float(self.params["overlay_alpha"]))
+            try:
+                model.process(np.zeros((*size, 3), np.uint8), np.zeros((3, *size), np.float32))
+            except Exception as err:  # noqa: BLE001 (it may fail on real frames only: counted then)
+                self.get_logger().warning(f"warm-up of {path!r} failed: {err}")
+            return model
+
+        representation = self.params["representation"]
+        if representation != MODEL_REPRESENTATION:
+            self.error = (
+                f"parameter 'representation' is {representation!r}, but the segmentation models "
+                f"take {MODEL_REPRESENTATION!r} (3 channels: ON count, OFF count, latest time); "
+                f"set representation: {MODEL_REPRESENTATION} for the accumulator and segmentation"
+            )
+            self.get_logger().error(self.error)
+            return
+        try:
+            self.segmenter = segmenter(self.params["model_path"])
+            if self.params["frame_only_model_path"]:
+                self.frame_only = segmenter(self.params["frame_only_model_path"])
+        except RuntimeBackendError as err:
+            self.error = str(err)
+            self.get_logger().error(self.error)
+
+    def _on_param_change(self, changed: dict) -> None:
+        if "overlay_alpha" in changed:
+            for model in (self.segmenter, self.frame_only):
+                if model is not None:
+                    model.overlay_alpha = float(changed["overlay_alpha"])
+
     # -- inputs ----------------------------------------------------------------------------------
-    def on_ready_frame(self, ready: ReadyFrame, image_msg: Image) -> None:
+    def on_ready_frame(self, ready: ReadyFrame, image_msg: Image | None) -> None:
         """In-process hand-over from a co-located accumulator (no serialisation)."""
         self.latency.add("accumulate", ready.accumulate_ms)
+        header = image_msg.header if image_msg is not None else self._header(ready.stamp_ns)
         # the runtime backends take host arrays today: a frame built on the GPU comes over here
-        self._segment(image_msg, host_array(ready.event_frame))
+        self._submit(header, image_msg, host_array(ready.event_frame), ready.health)
 
     def _on_image(self, msg: Image) -> None:
-        pair = self.pairer.add("image", stamp_to_ns(msg.header), msg)
-        if pair is not None:
-            self._segment_pair(*pair)
+        self._frame_id = msg.header.frame_id or self._frame_id
+        self._pair("image", stamp_to_ns(msg.header), msg)
 
     def _on_event_frame(self, msg: Image) -> None:
-        pair = self.pairer.add("events", stamp_to_ns(msg.header), msg)
-        if pair is not None:
-            self._segment_pair(*pair)
+        self._pair("events", stamp_to_ns(msg.header), msg)
 
-    def _segment_pair(self, image_msg: Image, event_msg: Image) -> None:
+    def _on_event_status(self, msg: DiagnosticArray) -> None:
+        try:
+            stamp, health, frameless = parse_event_status(msg)
+        except ValueError as err:
+            self._bad_input(err)
+            return
+        self._pair("status", stamp, health)
+        if frameless:  # no camera frame will come for this stamp
+            self._pair("image", stamp, None)
+
+    def _pair(self, side: str, stamp_ns: int, item) -> None:
+        triple = self.pairer.add(side, stamp_ns, item)
+        if triple is None:
+            return
+        image_msg, event_msg, health = triple
         try:
             event_frame = from_image_msg(event_msg, expected=("32FC3",)).transpose(2, 0, 1)
         except ImageConversionError as err:
             self._bad_input(err)
             return
-        self._segment(image_msg, event_frame)
+        header = image_msg.header if image_msg is not None else event_msg.header
+        self._submit(header, image_msg, event_frame, health)
+
+    def _header(self, stamp_ns: int) -> Header:
+        return ns_to_stamp(Header(frame_id=self._frame_id), stamp_ns)
 
     # -- work ------------------------------------------------------------------------------------
-    def _segment(self, image_msg: Image, event_frame) -> None:
+    def _submit(
+        self, header: Header, image_msg: Image | None, event_frame, health: EventHealth
+    ) -> None:
+        """Hand one frame to the inference thread; the executor goes back to its callbacks."""
         self.counters["frames_in"] += 1
+        if image_msg is not None:
+            self._frame_id = image_msg.header.frame_id or self._frame_id
         if self.segmenter is None:
             self.counters["no_model"] += 1
             return
+        if not self.worker.submit(lambda: self._segment(header, image_msg, event_frame, health)):
+            self.counters["frames_dropped_busy"] += 1
+
+    def _segment(
+        self, header: Header, image_msg: Image | None, event_frame, health: EventHealth
+    ) -> None:
+        """Decide the mode, run its model, publish mask, overlay and status (worker thread)."""
         start = time.perf_counter()
-        try:
-            image = from_image_msg(image_msg, expected=SUPPORTED_ENCODINGS)
-            # frames arrive as the camera sent them (Bayer mosaics on hardware); demosaic on
-            # the GPU where there is one. The runtime backends read host arrays.
-            image = self.remapper.remap(host_array(self.debayer(image, image_msg.encoding)))
+        stamp = stamp_to_ns(header)
+        image, frame_reason = self._frame(image_msg)
+        mode, reason = choose_mode(health, image is not None, frame_reason)
+        if image is not None:
             for listener in self.input_listeners:
-                listener(stamp_to_ns(image_msg.header), image, event_frame)
-            want_overlay = self.overlay_publisher.get_subscription_count() > 0
-            output = self.segmenter.process(image, event_frame, want_overlay=want_overlay)
-        except (ImageConversionError, ValueError) as err:
-            self._bad_input(err)
+                listener(stamp, image, event_frame)
+        output = None
+        if mode is not Mode.NONE:
+            output = self._infer(mode, image, event_frame)
+            if output is None:
+                return  # counted and reported as an inference error
+        if self.modes.record(mode, reason):
+            self.diagnostics.publish()  # a change of mode is reported now, not within a second
+        self.status_publisher.publish(
+            mode_status_msg(header, mode, reason, {"events": "ok" if health.ok else "degraded"})
+        )
+        if output is None:
             return
-        except Exception as err:  # an inference failure must not take the shared executor down
-            self.counters["inference_errors"] += 1
-            self.last_inference_error = f"{type(err).__name__}: {err}"
-            self.get_logger().error(
-                f"inference failed, frame skipped: {self.last_inference_error}",
-                throttle_duration_sec=5.0,
-            )
-            return
-        self.mask_publisher.publish(to_image_msg(output.mask, "mono8", image_msg.header))
+        self.mask_publisher.publish(to_image_msg(output.mask, "mono8", header))
         if output.overlay is not None:
-            self.overlay_publisher.publish(to_image_msg(output.overlay, "rgb8", image_msg.header))
+            self.overlay_publisher.publish(to_image_msg(output.overlay, "rgb8", header))
         self.counters["frames_out"] += 1
         for stage, ms in output.timings_ms.items():
             self.latency.add(stage, ms)
         self.latency.add("segmentation_total", (time.perf_counter() - start) * 1e3)
 
+    def _frame(self, image_msg: Image | None) -> tuple[np.ndarray | None, str]:
+        """The camera frame on the output grid, or None and why it cannot be used."""
+        if image_msg is None:
+            return None, "no camera frame"
+        try:
+            image = from_image_msg(image_msg, expected=SUPPORTED_ENCODINGS)
+            # frames arrive as the camera sent them (Bayer mosaics on hardware); demosaic on
+            # the GPU where there is one. The runtime backends read host arrays.
+            return self.remapper.remap(host_array(self.debayer(image, image_msg.encoding))), ""
+        except (ImageConversionError, ValueError) as err:
+            self._bad_input(err)
+            return None, f"bad camera frame: {err}"
+
+    def _infer(self, mode: Mode, image: np.ndarray | None, event_frame: np.ndarray):
+        want_overlay = self.overlay_publisher.get_subscription_count() > 0
+        segmenter = self.segmenter
+        if mode is Mode.EVENT_ONLY:
+            image = np.zeros((*event_frame.shape[1:], 3), np.uint8)
+        elif mode is Mode.FRAME_ONLY:
+            event_frame = np.zeros_like(event_frame)
+            segmenter = self.frame_only or self.segmenter
+        try:
+            return segmenter.process(image, event_frame, want_overlay=want_overlay)
+        except ValueError as err:
+            self._bad_input(err)
+        except Exception as err:  # noqa: BLE001 (an inference failure must not end the node)
+            self._on_inference_error(err)
+        return None
+
+    def _on_inference_error(self, err: BaseException) -> None:
+        self.counters["inference_errors"] += 1
+        self.last_inference_error = f"{type(err).__name__}: {err}"
+        self.get_logger().error(
+            f"inference failed, frame skipped: {self.last_inference_error}",
+            throttle_duration_sec=5.0,
+        )
+
     def _bad_input(self, err: Exception) -> None:
         self.counters["bad_input"] += 1
         self.get_logger().warning(f"frame skipped: {err}", throttle_duration_sec=5.0)
 
+    def destroy_node(self) -> None:
+        # the worker publishes: it ends before the node (and later the context) goes away
+        self.worker.stop()
+        super().destroy_node()
+
     def _diagnostics(self):
         values: dict = dict(self.counters)
+        # counted problems make the status WARN while they happen, not forever after
+        recent = {k: v - self._reported.get(k, 0) for k, v in self.counters.items()}
+        self._reported = dict(self.counters)
+        values["inference_queued"] = self.worker.queued
+        busy_s = self.worker.busy_s()
+        values["inference_busy_ms"] = f"{busy_s * 1e3:.0f}"
         values["unpaired_images"] = self.pairer.dropped["image"]
         values["unpaired_event_frames"] = self.pairer.dropped["events"]
+        values.update(self.modes.values())
         for stage, (_count, median, p99) in self.latency.summary().items():
             values[f"{stage}_ms_median"] = f"{median:.2f}"
             values[f"{stage}_ms_p99"] = f"{p99:.2f}"
@@ -176,11 +335,23 @@ class SegmentationNode(Node):
             values["backend"] = self.segmenter.backend.name
         if self.error:
             return ERROR, self.error, values
+        if busy_s > self.params["stall_timeout_s"]:
+            return ERROR, f"inference stalled: one frame running for {busy_s:.1f} s", values
+        warnings = []
+        if self.modes.degraded:
+            warnings.append(f"mode {self.modes.current.value}: {self.modes.reason}")
+        if recent["frames_dropped_busy"]:
+            warnings.append(
+                f"overloaded: {recent['frames_dropped_busy']} frames dropped since the last report"
+            )
         if self.counters["inference_errors"]:
             values["last_inference_error"] = self.last_inference_error
-            return WARN, f"inference failed on {self.counters['inference_errors']} frames", values
-        if self.counters["bad_input"]:
-            return WARN, "bad input frames counted", values
+        if recent["inference_errors"]:
+            warnings.append(f"inference failed on {recent['inference_errors']} frames")
+        if recent["bad_input"]:
+            warnings.append(f"{recent['bad_input']} bad input frames")
+        if warnings:
+            return WARN, "; ".join(warnings), values
         return OK, "ok", values
 
 

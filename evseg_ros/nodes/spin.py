@@ -18,6 +18,13 @@ compile takes many seconds on a small machine), running a callback or waiting fo
   numba and ONNX Runtime loaded that teardown alone took 1.5-2.5 s per process when the four
   nodes of the rig stopped together on a 2-core machine (0.1-0.3 s for the whole launch without
   it).
+
+A node that cannot start because of what it was configured with (a parameter file naming an
+unknown parameter or a value out of range, a calibration file that does not load, a missing
+file: :data:`STARTUP_ERRORS` raised while it is built) ends with one line on stderr and exit
+status 2, not a traceback: the message names what to fix, the traceback would only bury it.
+The parameter files on the command line are checked against the node's table before
+``rclpy.init`` (:mod:`evseg_ros.nodes.config_check`), since rcl ignores unknown keys.
 """
 
 from __future__ import annotations
@@ -29,15 +36,24 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+from evseg_ros.nodes.config_check import check_node_args, node_name_for, remember_params_files
+from evseg_ros.nodes.config_errors import one_line
+
 #: longest the executor waits for work before looking at pending signals [s]
 WAKE_PERIOD_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: raised while a node is built, these mean it was configured wrong (ConfigError and
+#: CalibrationError are ValueErrors; a missing file an OSError): one line, exit status 2
+STARTUP_ERRORS = (ValueError, OSError)
+#: exit status of a node (or ``evseg run``) that could not start with its configuration
+STARTUP_ERROR_STATUS = 2
 
 
 class _StopSignal:
@@ -55,7 +71,7 @@ class _StopSignal:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopSignal]:
+def stop_on_signals() -> Iterator[_StopSignal]:
     """Turn SIGINT and SIGTERM into ``KeyboardInterrupt`` (main thread only; restored after)."""
     handler = _StopSignal()
     if threading.current_thread() is not threading.main_thread():
@@ -69,13 +85,49 @@ def _stop_on_signals() -> Iterator[_StopSignal]:
             signal.signal(stop_signal, previous_handler)
 
 
-def _exit_process(status: int) -> None:
+def exit_process(status: int) -> None:
     """End the process as the interpreter would, without its module teardown."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(status)
+
+
+def release_half_built_nodes(error: BaseException) -> None:
+    """Destroy the nodes whose constructor ``error`` interrupted, with rclpy's own method.
+
+    The context still tracks such a node and destroys it on shutdown through its class's
+    ``destroy_node``, which may use attributes the constructor never set (the drivers' source):
+    that error would replace the one that matters. The half-built nodes are the ``self`` of the
+    constructor frames in the traceback.
+    """
+    seen: set[int] = set()
+    traceback = error.__traceback__
+    while traceback is not None:
+        candidate = traceback.tb_frame.f_locals.get("self")
+        traceback = traceback.tb_next
+        if isinstance(candidate, Node) and id(candidate) not in seen:
+            seen.add(id(candidate))
+            with contextlib.suppress(Exception):
+                Node.destroy_node(candidate)
+            with contextlib.suppress(Exception):
+                candidate.context.untrack_node(candidate)
+
+
+def report_startup_error(program: str, error: BaseException) -> int:
+    """Print ``<program>: <error>`` as one line on stderr; the exit status to end with."""
+    print(f"{program}: {one_line(error)}", file=sys.stderr, flush=True)
+    return STARTUP_ERROR_STATUS
+
+
+def _program(factory: Callable[[], Node], args: list[str]) -> str:
+    """What a one-line error starts with: the node's name, else the script's."""
+    name = node_name_for(factory, args)
+    if name:
+        return name
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else ""
+    return script or getattr(factory, "__name__", "node")
 
 
 def run_node(
@@ -90,21 +142,37 @@ def run_node(
             down instead of returning; False for callers that go on afterwards.
 
     Returns:
-        0 after an external shutdown (or a stop signal with ``exit_on_signal=False``). An error
-        while building the node or in a callback propagates, unless a stop signal came first.
+        0 after an external shutdown (or a stop signal with ``exit_on_signal=False``);
+        :data:`STARTUP_ERROR_STATUS` when the node could not start with its configuration
+        (:data:`STARTUP_ERRORS` while checking the parameter files or building it: one line on
+        stderr). Any other error while building the node, and any error in a callback,
+        propagates, unless a stop signal came first.
     """
-    with _stop_on_signals() as stop:
+    argv = list(sys.argv if args is None else args)
+    status = 0
+    with stop_on_signals() as stop:
         node = None
         executor = None
         try:
+            check_node_args(factory, argv)
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-            node = factory()
+            remember_params_files(rclpy.get_default_context(), argv)
+            try:
+                node = factory()
+            except BaseException as err:
+                release_half_built_nodes(err)
+                raise
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             while rclpy.ok():
                 executor.spin_once(timeout_sec=WAKE_PERIOD_S)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except STARTUP_ERRORS as err:
+            if stop.received is None:
+                if node is not None:
+                    raise  # from a callback: a bug, with its traceback
+                status = report_startup_error(_program(factory, argv), err)
         except Exception:
             # interrupted code that turned the KeyboardInterrupt into another error
             if stop.received is None:
@@ -116,5 +184,5 @@ def run_node(
                 node.destroy_node()
             rclpy.try_shutdown()
         if stop.received is not None and exit_on_signal:
-            _exit_process(0)
-    return 0
+            exit_process(0)
+    return status

@@ -5,6 +5,14 @@ is chunked into packets), so each frame waits in a short queue until the decoded
 passed its window end, or until ``max_wait_ns`` of host time has passed, in which case it is
 processed with what is there and counted as late. Nothing is dropped without a counter.
 
+Every event frame carries its :class:`~evseg_ros.pipeline.modality.EventHealth` (complete, on
+time, anchored to the frame's trigger, plausible, packets not lost), so the segmentation stage can
+fall back to the frame alone instead of fusing garbage. When frames stop while the event stream
+goes on, trigger edges that no frame claims within ``frame_timeout_us`` of sensor time come out as
+*frameless* event frames (``key`` None, the stamp the frame would have had), so an event-only mask
+keeps coming at the trigger rate; a frame that turns up after its slot was served that way is
+dropped and counted (``frames_superseded``).
+
 Two event paths share this logic, chosen by ``AccumulatorConfig.device``: the host path (numba
 or numpy decoder, numpy buffer and frame builder; the fastest on a CPU) and the device path (EVT3
 decoded by torch on the GPU, events kept there, frames built there and handed on as CUDA
@@ -17,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +38,7 @@ from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import empty_events, packet_time_us
 from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import RigCalibration
+from evseg_ros.pipeline.modality import EventHealth, HealthPolicy
 from evseg_ros.sync import (
     ClockOffsetEstimator,
     FrameSyncResult,
@@ -90,9 +99,16 @@ class AccumulatorConfig:
     max_wait_ns: int = 200_000_000
     max_pending_frames: int = 30
     buffer_span_us: int = 2_000_000
+    #: sensor time going back by more than this is a restart of the sensor clock (a camera
+    #: reset, a recording looping), not events out of order: even a 0.5 s loop is caught
+    time_reset_us: int = 200_000
     representation: Representation = Representation.EVENT_FRAME
     voxel_bins: int = 3
     device: str = "cpu"
+    #: sensor time the decoded stream may pass a trigger edge before its frame counts as
+    #: missing and the edge is served event-only; 0 = never
+    frame_timeout_us: int = 150_000
+    health: HealthPolicy = field(default_factory=HealthPolicy)
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,9 @@ class ReadyFrame:
     num_events: int
     late: bool
     accumulate_ms: float
+    health: EventHealth = EventHealth.OK
+    #: no camera frame came for this trigger: ``key`` is None, serve it event-only
+    frameless: bool = False
 
 
 @dataclass
@@ -154,6 +173,14 @@ class EventFrameAccumulator:
         self._pending: deque[_Pending] = deque()
         self._last_seq: int | None = None
         self._decoded_until_us: int | None = None
+        #: trigger (sensor time) of the newest frame that arrived, in this sensor-time epoch
+        self._newest_frame_trigger_us: float | None = None
+        #: host time the newest frame arrived: frames still coming are not a stopped camera
+        self._last_frame_arrival_ns: int | None = None
+        #: stamp of the newest frameless event frame: a frame up to here is superseded
+        self._frameless_until_ns: int | None = None
+        #: (packets, packets_lost) when the previous frame went out, for the loss per frame
+        self._loss_mark = (0, 0)
         self.counters: dict[str, int] = {
             "packets": 0,
             "events_decoded": 0,
@@ -171,7 +198,14 @@ class EventFrameAccumulator:
             "frames_late": 0,
             "frames_without_events": 0,
             "frames_dropped_queue_full": 0,
+            "frames_superseded": 0,
+            "frameless_out": 0,
+            "windows_degraded": 0,
         }
+
+    def update_config(self, **changes: Any) -> None:
+        """Swap run-time-settable options (window, health policy, frame timeout) in place."""
+        self.config = replace(self.config, **changes)
 
     # -- events --------------------------------------------------------------------------------
     def on_packet(
@@ -213,12 +247,14 @@ class EventFrameAccumulator:
         # the packet's stamp is the ROS time of its first item (event or trigger edge)
         first_time = packet_time_us(first_event, triggers, current)
         latest = self.buffer.latest_time_us
-        if latest is not None and first_time < latest - self.config.buffer_span_us:
+        if latest is not None and first_time < latest - self.config.time_reset_us:
             # sensor time restarted (camera reset, bag looped): start over instead of
             # discarding everything that follows as out of order
             self.counters["sensor_time_resets"] += 1
             self.buffer = self._new_buffer()
             self.sync.reset_epoch()
+            self._newest_frame_trigger_us = None
+            self._frameless_until_ns = None
         self.clock.add(stamp_ns // 1000, first_time)
         if self.device_decoder is None:
             self.buffer.add(host.events)
@@ -279,10 +315,19 @@ class EventFrameAccumulator:
         driver has them) let the trigger sync count dropped frames exactly.
         """
         self.counters["frames_in"] += 1
+        if self._frameless_until_ns is not None and stamp_ns <= self._frameless_until_ns:
+            # its slot was already served event-only: a second mask for it would be a duplicate
+            self.counters["frames_superseded"] += 1
+            return
+        self._frameless_until_ns = None
+        trigger = self.sync.predict_trigger_us(int(stamp_ns))
+        if trigger is not None:
+            self._newest_frame_trigger_us = trigger
         if len(self._pending) >= self.config.max_pending_frames:
             self._pending.popleft()
             self.counters["frames_dropped_queue_full"] += 1
         arrival = time.monotonic_ns() if arrival_ns is None else arrival_ns
+        self._last_frame_arrival_ns = arrival
         timing = FrameTiming(
             int(stamp_ns), frame_id=frame_id, chunk_time_ns=chunk_time_ns, exposure_us=exposure_us
         )
@@ -300,6 +345,40 @@ class EventFrameAccumulator:
                 break
             self._pending.popleft()
             ready.append(result)
+        if not self._pending:
+            ready.extend(self._frameless(now))
+        return ready
+
+    def _frameless(self, now_ns: int) -> list[ReadyFrame]:
+        """Event frames for trigger edges no frame came for (the frame stream stopped).
+
+        Both clocks must agree that the frames stopped: the event stream is ``frame_timeout_us``
+        past the edge, and no frame arrived for as long on the host. Frames that keep coming
+        but cannot be placed on the trigger grid are unsynced (frame-only), not missing.
+        """
+        timeout = self.config.frame_timeout_us
+        decoded_until = self._decoded_until_us
+        if timeout <= 0 or decoded_until is None:
+            return []
+        last_frame = self._last_frame_arrival_ns
+        if last_frame is not None and now_ns - last_frame < timeout * 1000:
+            return []
+        period = self.sync.period_us or 0.0
+        newest = self._newest_frame_trigger_us
+        after = None if newest is None else newest + period / 2
+        ready = []
+        for index, _t_us in self.sync.frameless_triggers(
+            after_us=after, decoded_until_us=decoded_until, timeout_us=timeout
+        ):
+            t_us = self.sync.claim_frameless(index)
+            stamp_ns = self.sync.stamp_ns_of(t_us)
+            if stamp_ns is None:
+                continue  # no clock to stamp it with yet
+            pending = _Pending(None, stamp_ns, time.monotonic_ns(), FrameTiming(stamp_ns))
+            frame = self._emit(pending, MatchResult(t_us, True, 0), late=False, empty=False)
+            self._frameless_until_ns = stamp_ns + int(period * 500)  # half a period, in ns
+            self.counters["frameless_out"] += 1
+            ready.append(replace(frame, frameless=True))
         return ready
 
     def _try_build(self, pending: _Pending, *, force: bool) -> ReadyFrame | None:
@@ -321,10 +400,14 @@ class EventFrameAccumulator:
         complete = decoded_until is not None and decoded_until >= window_end
         if not complete and not force:
             return None
-        return self._emit(pending, match.as_match_result(), late=not complete, empty=False)
+        return self._emit(
+            pending, match.as_match_result(), late=not complete, empty=False,
+            trigger_missing=match.trigger_missing,
+        )
 
     def _emit(
-        self, pending: _Pending, match: MatchResult, *, late: bool, empty: bool
+        self, pending: _Pending, match: MatchResult, *, late: bool, empty: bool,
+        trigger_missing: bool = False,
     ) -> ReadyFrame:
         start = time.perf_counter()
         window = self.config.window
@@ -350,10 +433,25 @@ class EventFrameAccumulator:
         self.counters["frames_out"] += 1
         if late:
             self.counters["frames_late"] += 1
+        health = EventHealth.judge(
+            self.config.health, has_stream=not empty, late=late,
+            trigger_missing=trigger_missing, num_events=num_events,
+            packet_loss=self._packet_loss_since_last_frame(),
+        )
+        self.counters["windows_degraded"] += int(not health.ok)
         elapsed = (time.perf_counter() - start) * 1e3
         return ReadyFrame(
-            pending.key, pending.stamp_ns, frame, (t0, t1), match, num_events, late, elapsed
+            pending.key, pending.stamp_ns, frame, (t0, t1), match, num_events, late, elapsed,
+            health,
         )
+
+    def _packet_loss_since_last_frame(self) -> float:
+        """Fraction of the EventPackets since the previous frame that never arrived."""
+        packets, lost = self.counters["packets"], self.counters["packets_lost"]
+        received = packets - self._loss_mark[0]
+        missing = lost - self._loss_mark[1]
+        self._loss_mark = (packets, lost)
+        return missing / (received + missing) if missing else 0.0
 
     def _build_on_device(self, t0: int, t1: int, *, empty: bool) -> tuple[Any, int, int]:
         """Device path of :meth:`_emit`: (frame tensor, window start, events in it)."""

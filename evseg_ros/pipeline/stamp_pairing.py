@@ -1,4 +1,4 @@
-"""Pair two streams by exact header stamp (frame image and event frame share the frame's stamp).
+"""Pair streams by exact header stamp (frame image, event frame and its status share one stamp).
 
 Exact equality is the contract between the accumulator and the segmentation node, so no
 approximate-time policy is needed; what never finds its partner is aged out and counted.
@@ -11,9 +11,9 @@ from typing import Any
 
 
 class StampPairer:
-    """Hold items of two named sides until the other side's item with the same stamp arrives."""
+    """Hold items of named sides until every other side's item with the same stamp arrived."""
 
-    def __init__(self, sides: tuple[str, str] = ("image", "events"), *, max_pending: int = 30):
+    def __init__(self, sides: tuple[str, ...] = ("image", "events"), *, max_pending: int = 30):
         self.sides = sides
         self.max_pending = max_pending
         self._waiting: dict[str, OrderedDict[int, Any]] = {side: OrderedDict() for side in sides}
@@ -21,18 +21,19 @@ class StampPairer:
         self.dropped: dict[str, int] = {side: 0 for side in sides}
         self.duplicates: dict[str, int] = {side: 0 for side in sides}
 
-    def add(self, side: str, stamp_ns: int, item: Any) -> tuple[Any, Any] | None:
-        """Add one item; return ``(first_side_item, second_side_item)`` when a pair completes."""
+    def add(self, side: str, stamp_ns: int, item: Any) -> tuple[Any, ...] | None:
+        """Add one item; return the items of all sides, in ``sides`` order, once complete."""
         if side not in self._waiting:
             msg = f"unknown side {side!r}; expected one of {self.sides}"
             raise ValueError(msg)
-        other = self.sides[1] if side == self.sides[0] else self.sides[0]
-        partner = self._waiting[other].pop(stamp_ns, None)
-        if partner is not None:
-            self._drop_older(other, stamp_ns)
-            self._drop_older(side, stamp_ns)
+        others = [other for other in self.sides if other != side]
+        if all(stamp_ns in self._waiting[other] for other in others):
+            found = {other: self._waiting[other].pop(stamp_ns) for other in others}
+            found[side] = item
+            for name in self.sides:
+                self._drop_older(name, stamp_ns)
             self.paired += 1
-            return (item, partner) if side == self.sides[0] else (partner, item)
+            return tuple(found[name] for name in self.sides)
         queue = self._waiting[side]
         if stamp_ns in queue:
             self.duplicates[side] += 1

@@ -13,6 +13,10 @@ of at most ``max_packets_per_read`` recorded packets and reports how far behind 
 publishes the newest due frame and counts the others in ``skipped_frames``. A message that
 cannot be read is counted (``bad_messages``) and skipped; a damaged file ends the pass with an
 error line.
+
+Faults for testing the pipeline's degradation (:mod:`.replay_faults`: a stream off for an
+interval, a fraction of its messages lost) are applied as the messages are read, so a dropped
+message is never sent, in any pacing, and counted (``fault_dropped_off``, ``fault_dropped_loss``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from evseg_ros.events.bag import EVENT_PACKET_MSGTYPE, BagError, header_stamp_ns
 from evseg_ros.sources.base import CapturedFrame, RawEventPacket, SourceUnavailableError
 from evseg_ros.sources.frame_replay import IMAGE_MSGTYPE, image_from_msg
 from evseg_ros.sources.replay_clock import ReplayClock, ReplayPacing
+from evseg_ros.sources.replay_faults import FaultInjector, ReplayFaults
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ class BagTopicReader:
         self.topic = topic
         self.prefer_suffix = prefer_suffix
         self.bad_messages = 0
+        #: set by the replay to drop messages as a faulty camera or link would
+        self.faults: FaultInjector | None = None
         self._reader: AnyReader | None = None
         self._messages: Iterator[Any] | None = None
         self._lookahead: tuple[int, Any] | None = None
@@ -104,6 +111,8 @@ class BagTopicReader:
             if item is None:
                 return None
             connection, bag_ns, raw = item
+            if self.faults is not None and self.faults.drops(bag_ns):
+                continue
             try:
                 return int(bag_ns), self._reader.deserialize(raw, connection.msgtype)
             except Exception as err:  # one bad message (another definition version, damage)
@@ -141,9 +150,12 @@ class _BagReplay:
 
     def __init__(
         self, path: str | Path, msgtype: str, *, topic: str | None, pacing: str, rate: float,
-        epoch_ns: int, loop: bool, prefer_suffix: str = "",
+        epoch_ns: int, loop: bool, prefer_suffix: str = "", faults: ReplayFaults | None = None,
     ) -> None:
         self.reader = BagTopicReader(path, msgtype, topic=topic, prefer_suffix=prefer_suffix)
+        if faults is not None and faults.any:
+            self.reader.faults = FaultInjector(faults, self.reader.start_ns)
+            self.reader.rewind()  # the first message was read ahead before the faults were set
         self.topic = self.reader.topic
         self.clock = ReplayClock(
             pacing, start_ns=self.reader.start_ns, end_ns=self.reader.end_ns, rate=rate,
@@ -176,13 +188,16 @@ class _BagReplay:
         return self.reader.peek_ns() is not None
 
     def status_values(self) -> dict[str, Any]:
-        return {
+        values = {
             "replay_pacing": self.pacing.value,
             "replay_rate": self.clock.rate,
             "replay_loops": self.loops,
             "replay_finished": self.finished,
             "bad_messages": self.reader.bad_messages,
         }
+        if self.reader.faults is not None:
+            values.update(self.reader.faults.status_values())
+        return values
 
     def close(self) -> None:
         self._closed = True
@@ -199,11 +214,11 @@ class BagEventSource(_BagReplay):
     def __init__(
         self, path: str | Path, *, topic: str | None = None, pacing: str = "realtime",
         rate: float = 1.0, epoch_ns: int = 0, loop: bool = False,
-        max_packets_per_read: int = 64,
+        max_packets_per_read: int = 64, faults: ReplayFaults | None = None,
     ) -> None:
         super().__init__(
             path, EVENT_PACKET_MSGTYPE, topic=topic, pacing=pacing, rate=rate,
-            epoch_ns=epoch_ns, loop=loop,
+            epoch_ns=epoch_ns, loop=loop, faults=faults,
         )
         first = self.reader.peek()
         try:
@@ -300,10 +315,11 @@ class BagFrameSource(_BagReplay):
     def __init__(
         self, path: str | Path, *, topic: str | None = None, pacing: str = "realtime",
         rate: float = 1.0, epoch_ns: int = 0, loop: bool = False,
+        faults: ReplayFaults | None = None,
     ) -> None:
         super().__init__(
             path, IMAGE_MSGTYPE, topic=topic, pacing=pacing, rate=rate, epoch_ns=epoch_ns,
-            loop=loop, prefer_suffix="image_raw",
+            loop=loop, prefer_suffix="image_raw", faults=faults,
         )
         first = self.reader.peek()
         self.width, self.height = int(first.width), int(first.height)

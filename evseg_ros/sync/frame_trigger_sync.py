@@ -66,6 +66,7 @@ STATISTICS_KEYS = (
     "relocks",
     "frame_id_resets",
     "chunk_time_resets",
+    "frameless_triggers",
     "locked",
     "period_us",
     "offset_us",
@@ -303,6 +304,7 @@ class FrameTriggerSync:
             "relocks": 0,
             "frame_id_resets": 0,
             "chunk_time_resets": 0,
+            "frameless_triggers": 0,
         }
 
     # -- inputs --------------------------------------------------------------------------------
@@ -467,6 +469,57 @@ class FrameTriggerSync:
             relocked=relocked,
             exposure_us=frame.exposure_us,
         )
+
+    # -- frames that never came -----------------------------------------------------------
+    def predict_trigger_us(self, stamp_ns: int) -> float | None:
+        """Sensor time of the trigger a frame stamped ``stamp_ns`` belongs to (None: unknown)."""
+        return self._predict_trigger(int(stamp_ns) // 1000)
+
+    def frameless_triggers(
+        self, *, after_us: float | None, decoded_until_us: int, timeout_us: int
+    ) -> list[tuple[int, int]]:
+        """Edges no frame took although the decoded stream is ``timeout_us`` past them.
+
+        Only edges later than ``after_us`` (the newest frame's trigger) count: an edge before a
+        frame that did arrive belongs to a dropped frame, not to a camera that stopped.
+
+        Returns:
+            ``(global index, sensor time)`` of each such edge, oldest first; they stay
+            unclaimed until :meth:`claim_frameless`.
+        """
+        lowest = max(0, self._consumed_index + 1 - self._first_index)
+        found = []
+        for position in range(lowest, len(self._times)):
+            t_us = self._times[position]
+            if t_us + timeout_us > decoded_until_us:
+                break
+            if after_us is None or t_us > after_us:
+                found.append((position + self._first_index, t_us))
+        return found
+
+    def claim_frameless(self, index: int) -> int:
+        """Serve edge ``index`` without a frame (event-only); later frames step from it."""
+        t_us = self._times[index - self._first_index]
+        self._consumed_index = max(self._consumed_index, index)
+        self._examined_index = max(self._examined_index, index)
+        self._previous = _Anchor(t_us, True, None, None)
+        self.counters["frameless_triggers"] += 1
+        return t_us
+
+    def stamp_ns_of(self, trigger_us: int) -> int | None:
+        """The header stamp a frame of this trigger would have had (None: no clock yet).
+
+        From the matched pairs' fit where there is one, else through the packet clock plus the
+        learned frame latency.
+        """
+        fit = self._fit()
+        if fit is not None:
+            stamp_us = trigger_us + fit.offset_us + fit.drift * (trigger_us - fit.reference_us)
+            return round(stamp_us * 1000)
+        offset = self.clock.offset_us
+        if offset is None:
+            return None
+        return round((trigger_us + offset + self.frame_latency_us) * 1000)
 
     def _step(self, frame: FrameTiming, predicted: float, period: float | None) -> _Step | None:
         """Trigger slots from the previous frame to this one; None without a grid."""

@@ -157,8 +157,8 @@ def test_without_the_sdk_the_node_reports_what_to_install(context, monkeypatch):
     ("parameter", "match"),
     [
         (Parameter("roi", value=[1000, 0, 640, 480]), r"roi \[1000, 0, 640, 480\] .* 1280x720"),
-        (Parameter("erc_rate_ev_s", value=0), r"erc_rate_ev_s .* got 0"),
-        (Parameter("trigger_in_channels", value=[0, 5]), r"unknown channel 5"),
+        (Parameter("erc_rate_ev_s", value=0), r"'erc_rate_ev_s' = 0 is out of range"),
+        (Parameter("trigger_in_channels", value=[0, 5]), r"\[0, 5\] is out of range.* \[-1, 2\]"),
         (Parameter("packet_bytes", value=1001), r"packet_bytes .* got 1001"),
     ],
 )

@@ -1,4 +1,7 @@
-"""The segmentation node reads frames as cameras send them: Bayer mosaics are demosaiced first."""
+"""The segmentation node reads frames as cameras send them: Bayer mosaics are demosaiced first.
+
+A frame it cannot use is counted and the frame's events are segmented alone (event-only).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,12 @@ from std_msgs.msg import Header
 from evseg_ros.nodes.image_conversion import to_image_msg
 from evseg_ros.nodes.segmentation import SegmentationNode
 from evseg_ros.pipeline.debayer import Debayer
+from evseg_ros.pipeline.modality import EventHealth
+
+
+def _segment(node: SegmentationNode, image_msg, events, health=EventHealth.OK) -> None:
+    """What the inference thread does with one frame, run here, in the test's thread."""
+    node._segment(image_msg.header, image_msg, events, health)
 
 
 @pytest.fixture
@@ -45,27 +54,35 @@ def test_bayer_frame_is_segmented_like_its_demosaiced_rgb(node):
     events = rng.random((3, 240, 320), dtype=np.float32)
     header = Header(frame_id="frame_camera")
     mosaic = _mosaic(rgb)
-    segmentation._segment(to_image_msg(mosaic, "bayer_rggb8", header), events)
+    _segment(segmentation, to_image_msg(mosaic, "bayer_rggb8", header), events)
     demosaiced = np.asarray(Debayer(device="cpu")(mosaic, "bayer_rggb8"))
-    segmentation._segment(to_image_msg(demosaiced, "rgb8", header), events)
+    _segment(segmentation, to_image_msg(demosaiced, "rgb8", header), events)
     assert segmentation.counters["bad_input"] == 0
     assert len(masks) == 2 and masks[0].encoding == "mono8"
     assert (masks[0].width, masks[0].height) == (320, 240)
     assert bytes(masks[0].data) == bytes(masks[1].data)
 
 
-def test_unsupported_encoding_is_counted_not_raised(node):
+def test_unsupported_encoding_is_counted_and_the_events_go_on_alone(node):
     segmentation, masks = node
-    frame = np.zeros((48, 64), dtype=np.float32)
-    segmentation._segment(to_image_msg(frame, "32FC1", Header()), np.zeros((3, 48, 64), np.float32))
-    assert segmentation.counters["bad_input"] == 1 and not masks
+    frame = np.zeros((240, 320), dtype=np.float32)
+    events = np.ones((3, 240, 320), np.float32)
+    _segment(segmentation, to_image_msg(frame, "32FC1", Header()), events)
+    assert segmentation.counters["bad_input"] == 1 and len(masks) == 1
+    assert segmentation.modes.counts["event_only"] == 1
+    assert "bad camera frame" in segmentation.modes.reason
+    # with events unfit to fuse as well there is nothing left to segment: no mask, counted
+    _segment(segmentation, to_image_msg(frame, "32FC1", Header()), events, EventHealth(False, "x"))
+    assert len(masks) == 1 and segmentation.modes.counts["none"] == 1
 
 
 def test_frame_of_another_size_than_the_calibration_is_counted(node):
     segmentation, masks = node
     frame = np.zeros((48, 64, 3), dtype=np.uint8)
-    segmentation._segment(to_image_msg(frame, "rgb8", Header()), np.zeros((3, 48, 64), np.float32))
-    assert segmentation.counters["bad_input"] == 1 and not masks
+    events = np.zeros((3, 240, 320), np.float32)
+    _segment(segmentation, to_image_msg(frame, "rgb8", Header()), events)
+    assert segmentation.counters["bad_input"] == 1
+    assert segmentation.modes.counts["event_only"] == 1 and len(masks) == 1
 
 
 def _model_failing_at_run_time(path) -> str:
@@ -107,7 +124,7 @@ def test_an_inference_failure_is_counted_and_the_node_keeps_going(tmp_path):
         segmentation.mask_publisher.publish = masks.append
         frame = to_image_msg(np.zeros((240, 320, 3), np.uint8), "rgb8", Header())
         for _ in range(2):
-            segmentation._segment(frame, np.zeros((3, 240, 320), np.float32))
+            _segment(segmentation, frame, np.zeros((3, 240, 320), np.float32))
         assert segmentation.counters["inference_errors"] == 2 and not masks
         _, message, values = segmentation._diagnostics()
         assert message == "inference failed on 2 frames" and values["last_inference_error"]
