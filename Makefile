@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay soak
+.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay bench-faults soak fuzz
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -41,6 +41,14 @@ bench-replay: venv
 # (output/soak/soak.json + .png); a shorter one: scripts/soak.py --minutes 3 --interval 15
 soak: venv
 	$(PY) scripts/soak.py
+
+# evseg eval with events off, frames off and lost packets, quiet and beside two busy processes
+bench-faults: venv
+	$(PY) scripts/bench_faults.py
+
+# 10^6 mutated packets through each CPU event decoder: no exception, exact counters, peak memory
+fuzz: venv
+	$(PY) scripts/fuzz_decoders.py
 
 train-demo-model: venv
 	$(PY) scripts/train_demo_model.py

@@ -204,6 +204,14 @@ def _replay(
         observer_node = EvalObserverNode(context=graph.context, namespace=NAMESPACE)
         graph.add_node(observer_node)
         observer = observer_node.observer
+        # the recording starts playing a second after the graph is up: meet the observer first,
+        # so the first masks' modes are not lost to discovery
+        matched_by = time.monotonic() + 5.0
+        while time.monotonic() < matched_by and not all(
+            publisher.get_subscription_count()
+            for publisher in (segmentation.mask_publisher, segmentation.status_publisher)
+        ):
+            graph.spin_once(0.01)
         flir = graph.nodes["flir_driver"]
         span_s = (contents.frame_stamps[-1] - contents.frame_stamps[0]) / 1e9
         if options.timeout_s is not None:

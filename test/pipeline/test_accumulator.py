@@ -11,6 +11,7 @@ from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.pipeline import AccumulatorConfig, EventFrameAccumulator
+from evseg_ros.pipeline.modality import HealthPolicy
 
 EPOCH_NS = 1_700_000_000_000_000_000
 PERIOD_US = 100_000
@@ -176,3 +177,93 @@ def test_voxel_grid_representation_goes_through_the_stage(sim_calibration):
     acc.on_frame("f", EPOCH_NS + 100_000 * 1000, arrival_ns=0)
     (ready,) = acc.poll(now_ns=0)
     assert ready.event_frame.shape == (5, 240, 320)
+
+
+# -- modality health and frameless event frames -----------------------------------------------
+def _run_live(acc, events, triggers, duration, frame_ks, *, frame_after_us=10_000):
+    """Packets in order, frame k ``frame_after_us`` after its trigger; host time = sensor time."""
+    out = []
+    for seq, first, t1, data in _packets(events, triggers, duration):
+        _send(acc, seq, first, data)
+        now = t1 * 1000
+        for k in frame_ks:
+            if k * PERIOD_US + frame_after_us == t1:
+                acc.on_frame(("frame", k), EPOCH_NS + k * PERIOD_US * 1000, arrival_ns=now)
+        out += acc.poll(now_ns=now)
+    return out
+
+
+def test_complete_matched_windows_are_fit_to_fuse_and_starved_ones_are_not(sim_calibration):
+    duration = 600_000
+    events, triggers = _stream(duration)
+    # frames ahead of their window's end (+5 ms) that may not wait: judged late, counted
+    config = AccumulatorConfig(max_wait_ns=0)
+    acc = EventFrameAccumulator(sim_calibration, config)
+    out = _run_live(acc, events, triggers, duration, range(1, 5), frame_after_us=0)
+    assert [r.key for r in out] == [("frame", k) for k in range(1, 5)]
+    assert all(not r.health.ok and "late" in r.health.reason for r in out)
+    acc = EventFrameAccumulator(sim_calibration)  # frames wait for their events: all fit
+    out = _run_live(acc, events, triggers, duration, range(1, 5), frame_after_us=0)
+    assert len(out) == 4 and all(r.health.ok for r in out)
+    assert acc.counters["windows_degraded"] == 0
+    # a policy asking for more events than a window holds: too few events, counted
+    acc = EventFrameAccumulator(
+        sim_calibration, AccumulatorConfig(health=HealthPolicy(min_events=10**7))
+    )
+    out = _run_live(acc, events, triggers, duration, range(5))
+    assert all(r.health.reason.startswith("too few events") for r in out)
+    assert acc.counters["windows_degraded"] == 5
+
+
+def test_lost_packets_in_a_frame_period_make_its_window_unfit(sim_calibration):
+    duration = 300_000
+    events, triggers = _stream(duration)
+    acc = EventFrameAccumulator(sim_calibration)
+    out = []
+    for seq, first, t1, data in _packets(events, triggers, duration):
+        if 120_000 <= first < 170_000:  # five of the 10 ms packets after frame 1 never arrive
+            continue
+        _send(acc, seq, first, data)
+        if t1 % PERIOD_US == 10_000:
+            k = t1 // PERIOD_US
+            acc.on_frame(("frame", k), EPOCH_NS + k * PERIOD_US * 1000, arrival_ns=0)
+        out += acc.poll(now_ns=0)
+    assert acc.counters["packets_lost"] == 5
+    health = {r.key[1]: r.health for r in out}
+    # the gap is seen when the packet after it arrives, before frame 1 goes out; then recovery
+    assert health[0].ok and "lost (42%" in health[1].reason and health[2].ok
+
+
+def test_a_stopped_frame_stream_goes_on_as_frameless_event_frames(sim_calibration):
+    duration = 1_000_000
+    events, triggers = _stream(duration)
+    acc = EventFrameAccumulator(sim_calibration)
+    out = _run_live(acc, events, triggers, duration, range(3))  # frames 3..9 never come
+    framed = [r for r in out if not r.frameless]
+    frameless = [r for r in out if r.frameless]
+    assert [r.key for r in framed] == [("frame", k) for k in range(3)]
+    # every later trigger whose timeout passed is served, in order, stamped as its frame would be
+    timeout = acc.config.frame_timeout_us
+    served = [k for k in range(3, 10) if k * PERIOD_US + timeout <= duration - PACKET_US]
+    assert [r.match.t_anchor_us for r in frameless] == [k * PERIOD_US for k in served]
+    assert all(r.key is None and r.health.ok for r in frameless)
+    assert [r.stamp_ns for r in frameless] == [EPOCH_NS + k * PERIOD_US * 1000 for k in served]
+    assert acc.counters["frameless_out"] == len(served)
+    # the camera comes back: a frame for an already served slot is a duplicate, a new one is not
+    acc.on_frame("late", frameless[-1].stamp_ns, arrival_ns=duration * 1000)
+    assert acc.counters["frames_superseded"] == 1
+
+
+def test_frames_that_keep_coming_are_never_replaced_by_frameless_ones(sim_calibration):
+    """Frames arriving (host time) but stamped off the grid are unsynced, not missing."""
+    duration = 1_000_000
+    events, triggers = _stream(duration)
+    acc = EventFrameAccumulator(sim_calibration, AccumulatorConfig(max_wait_ns=0))
+    out = []
+    for seq, first, t1, data in _packets(events, triggers, duration):
+        _send(acc, seq, first, data)
+        if t1 % 30_000 == 0:  # a frame every 30 ms of host time, stamps far from any trigger
+            acc.on_frame(("frame", t1), EPOCH_NS + (t1 + 37_000) * 1000, arrival_ns=t1 * 1000)
+        out += acc.poll(now_ns=t1 * 1000)
+    assert acc.counters["frameless_out"] == 0 and not any(r.frameless for r in out)
+    assert any("unsynced" in r.health.reason or "late" in r.health.reason for r in out)

@@ -24,3 +24,13 @@ def test_bounded_queue_and_bad_side():
     assert pairer.dropped["events"] == 2
     with pytest.raises(ValueError, match="unknown side"):
         pairer.add("mask", 0, None)
+
+
+def test_three_sides_complete_only_together_and_a_placeholder_counts():
+    pairer = StampPairer(("image", "events", "status"))
+    assert pairer.add("events", 5, "e5") is None
+    assert pairer.add("status", 5, "s5") is None
+    assert pairer.add("image", 5, None) == (None, "e5", "s5")  # a frameless stamp
+    assert pairer.add("status", 6, "s6") is None and pairer.add("image", 6, "i6") is None
+    assert pairer.add("events", 6, "e6") == ("i6", "e6", "s6")
+    assert pairer.paired == 2 and all(pairer.pending(side) == 0 for side in pairer.sides)
