@@ -333,25 +333,26 @@ class SegmentationNode(Node):
             values[f"{stage}_ms_p99"] = f"{p99:.2f}"
         if self.segmenter is not None:
             values["backend"] = self.segmenter.backend.name
+        problems = []
         if self.error:
-            return ERROR, self.error, values
+            problems.append(self.error)
         if busy_s > self.params["stall_timeout_s"]:
-            return ERROR, f"inference stalled: one frame running for {busy_s:.1f} s", values
-        warnings = []
+            problems.append(f"inference stalled: one frame running for {busy_s:.1f} s")
+        level = ERROR if problems else WARN
         if self.modes.degraded:
-            warnings.append(f"mode {self.modes.current.value}: {self.modes.reason}")
+            problems.append(f"mode {self.modes.current.value}: {self.modes.reason}")
         if recent["frames_dropped_busy"]:
-            warnings.append(
+            problems.append(
                 f"overloaded: {recent['frames_dropped_busy']} frames dropped since the last report"
             )
         if self.counters["inference_errors"]:
             values["last_inference_error"] = self.last_inference_error
         if recent["inference_errors"]:
-            warnings.append(f"inference failed on {recent['inference_errors']} frames")
+            problems.append(f"inference failed on {recent['inference_errors']} frames")
         if recent["bad_input"]:
-            warnings.append(f"{recent['bad_input']} bad input frames")
-        if warnings:
-            return WARN, "; ".join(warnings), values
+            problems.append(f"{recent['bad_input']} bad input frames")
+        if problems:
+            return level, "; ".join(problems), values
         return OK, "ok", values
 
 
