@@ -19,7 +19,11 @@ Other types are reserved and skipped (counted as unknown). The 34-bit clock wrap
 times stay monotonic. Before the first TIME_HIGH the upper bits are taken as 0.
 
 The only state lookup is "last TIME_HIGH before this word", done for all words at once with a
-prefix count, so there is no per-word Python code.
+prefix count, so there is no per-word Python code. Every word yields at most one event, but the
+vectorised steps cost tens of bytes of temporaries per word, so a long packet is decoded in
+blocks of :data:`BLOCK_WORDS` words (state carried from block to block exactly as from packet to
+packet) into outputs that grow in place: working memory stays a small multiple of the packet
+plus the events returned, and time linear in its size, whatever the bytes are.
 """
 
 from __future__ import annotations
@@ -29,16 +33,16 @@ import numpy as np
 from evseg_ros.events.evt3 import (
     DecodedEvents,
     DecoderCounters,
+    OutputRecords,
     _check_geometry,
     _ext,
     _in_force,
+    _outputs,
     _prefix_count,
     as_byte_array,
-    empty_decoded,
 )
-from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 
-__all__ = ["EVT2_TIME_PERIOD_US", "Evt2Decoder"]
+__all__ = ["BLOCK_WORDS", "EVT2_TIME_PERIOD_US", "Evt2Decoder"]
 
 CD_OFF = 0x0
 CD_ON = 0x1
@@ -51,6 +55,9 @@ _HIGH_BITS = 28
 #: EVT 2.0 time stamps are 34-bit microsecond counters (28 high bits + 6 low bits).
 EVT2_TIME_PERIOD_US = 1 << (_HIGH_BITS + 6)
 _WRAP_DROP = 1 << (_HIGH_BITS - 1)
+#: Words decoded at once (512 KiB of stream): a block's temporaries are a few MiB, and the
+#: fixed cost of its numpy calls stays small next to its work.
+BLOCK_WORDS = 1 << 17
 
 
 class Evt2Decoder:
@@ -112,13 +119,16 @@ class Evt2Decoder:
         words = buf[:whole].view("<u4")
         if not words.flags.aligned:  # e.g. a payload after a header of odd length
             words = words.copy()
-        return self._decode_words(words)
+        events, triggers = _outputs(words.size)
+        for start in range(0, words.size, BLOCK_WORDS):
+            self._decode_block(words[start : start + BLOCK_WORDS], events, triggers)
+        return DecodedEvents(events.result(), triggers.result())
 
-    def _decode_words(self, w: np.ndarray) -> DecodedEvents:
-        """Decode a block of complete words and advance the state past it."""
+    def _decode_block(
+        self, w: np.ndarray, events_out: OutputRecords, triggers_out: OutputRecords
+    ) -> None:
+        """Decode a block of complete words into the outputs and advance the state past it."""
         n = int(w.size)
-        if n == 0:
-            return empty_decoded()
         ty = (w >> 28).astype(np.uint8)
 
         # Upper time bits in force at every word, with wrap detection on the TIME_HIGH values.
@@ -163,14 +173,14 @@ class Evt2Decoder:
         t_cd = t_item[is_cd_item]
         if n_keep != n_cd:
             cd, x, y, t_cd = cd[keep], x[keep], y[keep], t_cd[keep]
-        events = np.empty(n_keep, dtype=EVENT_DTYPE)
+        events = events_out.take(n_keep)
         events["x"] = x
         events["y"] = y
         events["p"] = cd >> 28
         events["t"] = t_cd
 
         tr = iw[~is_cd_item]
-        triggers = np.empty(tr.size, dtype=TRIGGER_DTYPE)
+        triggers = triggers_out.take(int(tr.size))
         triggers["t"] = t_item[~is_cd_item]
         triggers["channel"] = (tr >> 8) & 0x1F
         triggers["value"] = tr & 1
@@ -191,4 +201,3 @@ class Evt2Decoder:
         c.out_of_bounds += n_cd - n_keep
         c.time_wraps += wraps
         c.time_backwards += backwards
-        return DecodedEvents(events, triggers)

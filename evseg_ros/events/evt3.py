@@ -32,6 +32,18 @@ The clock is first worked out at the (few) TIME_HIGH/TIME_LOW words only, the ve
 the vector words only. EVT_ADDR_X words yield one event each; only vector masks are unpacked
 bit by bit (:func:`numpy.unpackbits`). No Python code runs per word or per event.
 
+Bounded memory on any input. A VECT_12 word names up to 12 events, but its pixels lie on the
+sensor only while the vector base stays inside the sensor width (the base advances by 12 per
+word); a flood of vector words without a fresh VECT_BASE_X, or on a row past the sensor, names
+a dozen events per word of which almost none exist. The decoder therefore clears the mask bits
+of pixels off the sensor *before* expanding masks into events (and counts them as out of
+bounds), so only events that are returned are ever materialised. The per-word temporaries
+(prefix counts, gathers, the clock) are a fixed multiple of the words decoded at once, so a
+long packet is decoded in blocks of :data:`BLOCK_WORDS` words, the state carried from block to
+block exactly as from packet to packet, into output arrays that grow in place: working memory
+stays a small multiple of the packet (plus the events returned) and time linear in its size,
+whatever the bytes are.
+
 The 24-bit clock wraps every 2**24 us (about 16.8 s). The decoder keeps a wrap epoch and adds
 2**24 to it whenever a TIME_HIGH value drops by more than half of its 12-bit range; smaller
 drops are glitches, kept as they are. Output times are therefore int64 microseconds that only
@@ -62,6 +74,7 @@ from evseg_ros.events.types import (
 )
 
 __all__ = [
+    "BLOCK_WORDS",
     "DecodedEvents",
     "DecoderCounters",
     "Evt3Decoder",
@@ -97,7 +110,15 @@ _MAX_HIGH_STEP = _WRAP_DROP - 1
 #: EVT 3.0 addresses are 11 bits wide.
 _MAX_COORD = 1 << 11
 #: Number of set bits of every 12-bit vector mask (np.bitwise_count needs numpy >= 2).
-_POPCOUNT_12 = np.array([v.bit_count() for v in range(1 << 12)], dtype=np.intp)
+_POPCOUNT_12 = np.array([v.bit_count() for v in range(1 << 12)], dtype=np.uint8)
+#: The lowest ``l`` bits set, for l = 0..12: the mask bits of a vector word whose pixels are
+#: still on the sensor when ``l`` pixels of the row are left from its base on.
+_LOW_BITS = ((1 << np.arange(13)) - 1).astype(np.uint16)
+#: Words decoded at once. A block's temporaries cost about 100 bytes per word and 20 per
+#: returned event, so longer packets are cut into blocks of this many words (256 KiB of
+#: stream): big enough that the fixed cost of the numpy calls per block stays small, small
+#: enough that a block's temporaries stay a few MiB whatever the packet size.
+BLOCK_WORDS = 1 << 17
 
 
 class DecodedEvents(NamedTuple):
@@ -215,6 +236,49 @@ def as_byte_array(data: object) -> np.ndarray:
         f"event buffer must be bytes, bytearray, array('B'), memoryview or a numpy array, "
         f"got {type(data).__name__!r}"
     )
+
+
+class OutputRecords:
+    """One output array (events or triggers) filled block after block, grown in place.
+
+    Joining per-block arrays at the end would hold every record twice; growing one array in
+    place (``ndarray.resize``, a ``realloc`` that large arrays get as a page remap) holds it
+    once. The array doubles, so the total copying stays linear, but it never reserves more
+    than ``max_spare`` records beyond those written: the unused tail is bounded by the packet
+    (the callers pass an eighth of a record per word, under the packet's own size), not by the
+    output. A packet decoded in one block gets an array of exactly the right size and no
+    resize at all.
+
+    Args:
+        dtype: record layout.
+        max_spare: most records ever reserved beyond those taken.
+    """
+
+    def __init__(self, dtype: np.dtype, max_spare: int) -> None:
+        self._array = np.empty(0, dtype=dtype)
+        self._size = 0
+        self._max_spare = max(int(max_spare), 0)
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` records, to be filled before the next call (views go stale)."""
+        need = self._size + count
+        if need > self._array.size:
+            spare = min(self._array.size, self._max_spare)
+            if self._array.size == 0:
+                self._array = np.empty(need + spare, dtype=self._array.dtype)
+            else:
+                # refcheck=False: the only other views are those handed out by earlier calls,
+                # which their callers have already filled and dropped.
+                self._array.resize(need + spare, refcheck=False)
+        view = self._array[self._size : need]
+        self._size = need
+        return view
+
+    def result(self) -> np.ndarray:
+        """The records taken so far, in one array of exactly that length."""
+        if self._array.size != self._size:
+            self._array.resize(self._size, refcheck=False)  # a shrink, done in place
+        return self._array
 
 
 def _check_geometry(width: object, height: object) -> tuple[int, int]:
@@ -354,7 +418,10 @@ class Evt3Decoder:
                 raises).
         """
         words = self._take_words(data)
-        return self._decode_words(words)
+        events, triggers = _outputs(words.size)
+        for start in range(0, words.size, BLOCK_WORDS):
+            self._decode_block(words[start : start + BLOCK_WORDS], events, triggers)
+        return DecodedEvents(events.result(), triggers.result())
 
     def decode_until(
         self, data: bytes | bytearray | memoryview | np.ndarray, t_limit_us: int
@@ -382,21 +449,17 @@ class Evt3Decoder:
         if isinstance(t_limit_us, bool) or not isinstance(t_limit_us, (int, np.integer)):
             raise EventDecodeError(f"t_limit_us must be an int, got {t_limit_us!r}")
         words = self._take_words(data)
-        if words.size == 0:
-            return empty_decoded(), False, self.current_time_us
-        ty = words >> 12
-        item_idx = np.flatnonzero(
-            (ty == ADDR_X) | (ty == VECT_12) | (ty == VECT_8) | (ty == EXT_TRIGGER)
-        )
-        if item_idx.size:
-            times = self._time_track(ty, words & 0x0FFF).at(item_idx)
-            late = np.flatnonzero(times >= int(t_limit_us))
-            if late.size:
-                stop = int(item_idx[late[0]])
-                self._pending = words[stop:].copy()
-                decoded = self._decode_words(words[:stop])
-                return decoded, True, int(times[late[0]])
-        return self._decode_words(words), False, self.current_time_us
+        events, triggers = _outputs(words.size)
+        for start in range(0, words.size, BLOCK_WORDS):
+            block = words[start : start + BLOCK_WORDS]
+            late = self._first_late_item(block, int(t_limit_us))
+            if late is not None:
+                stop, next_time = late
+                self._decode_block(block[:stop], events, triggers)
+                self._pending = words[start + stop :].copy()
+                return DecodedEvents(events.result(), triggers.result()), True, next_time
+            self._decode_block(block, events, triggers)
+        return DecodedEvents(events.result(), triggers.result()), False, self.current_time_us
 
     # ------------------------------------------------------------------ internals
 
@@ -414,6 +477,23 @@ class Evt3Decoder:
             words = np.concatenate((self._pending, words))
             self._pending = np.empty(0, dtype=np.uint16)
         return words
+
+    def _first_late_item(self, w: np.ndarray, t_limit_us: int) -> tuple[int, int] | None:
+        """Index and time of the first event or trigger word of ``w`` at or past the limit.
+
+        Reads the clock from the current state, so ``w`` must be the next words to decode.
+        """
+        ty = w >> 12
+        item_idx = np.flatnonzero(
+            (ty == ADDR_X) | (ty == VECT_12) | (ty == VECT_8) | (ty == EXT_TRIGGER)
+        )
+        if item_idx.size == 0:
+            return None
+        times = self._time_track(ty, w & 0x0FFF).at(item_idx)
+        late = np.flatnonzero(times >= t_limit_us)
+        if late.size == 0:
+            return None
+        return int(item_idx[late[0]]), int(times[late[0]])
 
     def _time_track(self, ty: np.ndarray, pl: np.ndarray) -> _TimeTrack:
         """Reconstruct the unwrapped clock over a block of words (no state change)."""
@@ -483,11 +563,13 @@ class Evt3Decoder:
             last_rollover=last_rollover,
         )
 
-    def _decode_words(self, w: np.ndarray) -> DecodedEvents:
-        """Decode a block of complete words and advance the state past it."""
+    def _decode_block(
+        self, w: np.ndarray, events_out: OutputRecords, triggers_out: OutputRecords
+    ) -> None:
+        """Decode a block of complete words into the outputs and advance the state past it."""
         n = int(w.size)
         if n == 0:
-            return empty_decoded()
+            return
         ty = (w >> 12).astype(np.uint8)
         pl = w & 0x0FFF
         clock = self._time_track(ty, pl)
@@ -511,69 +593,28 @@ class Evt3Decoder:
         p_word = (cd_pl >> 11).astype(np.uint8)
         vec_rows = np.flatnonzero(ty[cd_idx] != ADDR_X) if n_vect else None
         if n_vect or n_base:
-            # Vector state: only the three vector word types take part, so scan that subset.
-            v_idx = np.flatnonzero(is_base | is_vec)
-            v_ty = ty[v_idx]
-            v_pl = pl[v_idx]
-            v_is_base = v_ty == VECT_BASE_X
-            step = np.where(v_ty == VECT_12, 12, np.where(v_ty == VECT_8, 8, 0))
-            advanced = np.cumsum(step, dtype=np.int64) - step  # base advance before each word
-            b_loc = np.flatnonzero(v_is_base)
-            n_bases = np.cumsum(v_is_base, dtype=np.int64)  # bases at or before each word
-            base_ext = _ext(self._base_x, v_pl[b_loc] & 0x7FF)
-            pol_ext = _ext(self._vect_pol, v_pl[b_loc] >> 11, np.uint8)
-            adv_ext = _ext(0, advanced[b_loc])
-            k = int(n_bases[-1])
-            self._base_x = int(base_ext[k] + advanced[-1] + step[-1] - adv_ext[k])
-            self._vect_pol = int(pol_ext[k])
-            if vec_rows is not None:
-                in_vec = ~v_is_base
-                nb = n_bases[in_vec]
-                # Bases can run past 2**31 only on garbage; clip so int32 stays exact where
-                # it matters (anything >= 2048 is out of bounds anyway).
-                x_word[vec_rows] = np.minimum(
-                    base_ext[nb] + advanced[in_vec] - adv_ext[nb], 1 << 20
-                )
-                p_word[vec_rows] = pol_ext[nb]
+            self._vector_state(ty, pl, is_base | is_vec, x_word, p_word, vec_rows)
 
+        # Only events on the sensor are ever materialised (the others are just counted): an
+        # EVT_ADDR_X word's pixel, and the vector mask bits that _bits_on_sensor keeps.
+        on_sensor = (x_word < self.width) & (y_word < self.height)
         t_word = clock.at(cd_idx)
-
-        if n_vect:
-            # One event per set mask bit, in word order then bit order. EVT_ADDR_X words give
-            # exactly one event each, so only the vector words need their masks unpacked.
+        n_total = int(cd_idx.size)
+        if vec_rows is None:
+            n_keep = int(np.count_nonzero(on_sensor))
+            events = events_out.take(n_keep)
+            _copy_kept(events, on_sensor, n_keep, x_word, y_word, p_word, t_word)
+        else:
             v_mask = cd_pl[vec_rows]
             v_mask = np.where(ty[cd_idx[vec_rows]] == VECT_8, v_mask & 0xFF, v_mask)
-            v_count = _POPCOUNT_12[v_mask]
-            count = np.ones(cd_idx.size, dtype=np.intp)
-            count[vec_rows] = v_count
-            row = np.repeat(np.arange(cd_idx.size), count)
-            x_ev = x_word[row]
-            y_ev = y_word[row]
-            p_ev = p_word[row]
-            t_ev = t_word[row]
-            # 16 bits per mask, low byte first; viewed as bool, nonzero is much faster.
-            bits = np.unpackbits(v_mask.astype("<u2").view(np.uint8), bitorder="little")
-            set_bit = np.flatnonzero(bits.view(bool))  # vector row * 16 + bit, ordered
-            v_row = set_bit >> 4
-            first_out = np.cumsum(count) - count  # output index of each word's first event
-            first_set = np.cumsum(v_count, dtype=np.intp) - v_count
-            out = first_out[vec_rows][v_row] + (np.arange(set_bit.size) - first_set[v_row])
-            x_ev[out] += set_bit & 15
-        else:
-            x_ev, y_ev, p_ev, t_ev = x_word, y_word, p_word, t_word
+            kept_bits = on_sensor.astype(np.uint16)
+            kept_bits[vec_rows] = self._bits_on_sensor(v_mask, x_word[vec_rows], y_word[vec_rows])
+            n_total += int(_POPCOUNT_12[v_mask].sum()) - vec_rows.size
+            n_keep = int(_POPCOUNT_12[kept_bits].sum())
+            events = events_out.take(n_keep)
+            _expand_bits(events, kept_bits, x_word, y_word, p_word, t_word)
 
-        keep = (x_ev < self.width) & (y_ev < self.height)
-        n_total = int(x_ev.size)
-        n_keep = int(np.count_nonzero(keep))
-        if n_keep != n_total:
-            x_ev, y_ev, p_ev, t_ev = x_ev[keep], y_ev[keep], p_ev[keep], t_ev[keep]
-        events = np.empty(n_keep, dtype=EVENT_DTYPE)
-        events["x"] = x_ev
-        events["y"] = y_ev
-        events["p"] = p_ev
-        events["t"] = t_ev
-
-        triggers = np.empty(tr_idx.size, dtype=TRIGGER_DTYPE)
+        triggers = triggers_out.take(int(tr_idx.size))
         if tr_idx.size:
             tr_pl = pl[tr_idx]
             triggers["t"] = clock.at(tr_idx)
@@ -608,7 +649,139 @@ class Evt3Decoder:
         c.out_of_bounds += n_total - n_keep
         c.time_wraps += clock.wraps
         c.time_backwards += clock.backwards
-        return DecodedEvents(events, triggers)
+
+    def _bits_on_sensor(self, mask: np.ndarray, base: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """The bits of vector masks whose pixels are on the sensor.
+
+        Bit i of a vector is the pixel ``base + i`` of its row, so only the lowest
+        ``width - base`` bits can be on the sensor, and none on a row past it. Clearing the
+        rest before expanding is what keeps a flood of VECT_12 words (12 events named per
+        word, the base running far past the sensor) from materialising events that do not
+        exist.
+        """
+        room = np.clip(self.width - base, 0, 12)
+        room[row >= self.height] = 0
+        return mask & _LOW_BITS[room]
+
+    def _vector_state(
+        self,
+        ty: np.ndarray,
+        pl: np.ndarray,
+        is_vector_word: np.ndarray,
+        x_word: np.ndarray,
+        p_word: np.ndarray,
+        vec_rows: np.ndarray | None,
+    ) -> None:
+        """Set the base x and polarity of the vector words among the CD words; carry both.
+
+        Only the three vector word types take part, so the scan runs over that subset.
+
+        Args:
+            ty: word types of the block.
+            pl: 12-bit payloads of the block.
+            is_vector_word: VECT_BASE_X, VECT_12 and VECT_8 words of the block.
+            x_word: x of each CD word, updated in place at ``vec_rows``.
+            p_word: polarity of each CD word, updated in place at ``vec_rows``.
+            vec_rows: positions of the VECT_12/VECT_8 words among the CD words, or None.
+        """
+        v_idx = np.flatnonzero(is_vector_word)
+        v_ty = ty[v_idx]
+        v_pl = pl[v_idx]
+        v_is_base = v_ty == VECT_BASE_X
+        step = np.where(v_ty == VECT_12, 12, np.where(v_ty == VECT_8, 8, 0))
+        advanced = np.cumsum(step, dtype=np.int64) - step  # base advance before each word
+        b_loc = np.flatnonzero(v_is_base)
+        n_bases = np.cumsum(v_is_base, dtype=np.int64)  # bases at or before each word
+        base_ext = _ext(self._base_x, v_pl[b_loc] & 0x7FF)
+        pol_ext = _ext(self._vect_pol, v_pl[b_loc] >> 11, np.uint8)
+        adv_ext = _ext(0, advanced[b_loc])
+        k = int(n_bases[-1])
+        self._base_x = int(base_ext[k] + advanced[-1] + step[-1] - adv_ext[k])
+        self._vect_pol = int(pol_ext[k])
+        if vec_rows is not None:
+            in_vec = ~v_is_base
+            nb = n_bases[in_vec]
+            # Bases can run past 2**31 only on garbage; clip so int32 stays exact where it
+            # matters (anything >= 2048 is out of bounds anyway).
+            x_word[vec_rows] = np.minimum(base_ext[nb] + advanced[in_vec] - adv_ext[nb], 1 << 20)
+            p_word[vec_rows] = pol_ext[nb]
+
+
+def _outputs(n_words: int) -> tuple[OutputRecords, OutputRecords]:
+    """Event and trigger outputs for a packet of ``n_words`` words (see OutputRecords)."""
+    spare = n_words // 8
+    return OutputRecords(EVENT_DTYPE, spare), OutputRecords(TRIGGER_DTYPE, spare)
+
+
+def _copy_kept(
+    events: np.ndarray,
+    keep: np.ndarray,
+    n_keep: int,
+    x_word: np.ndarray,
+    y_word: np.ndarray,
+    p_word: np.ndarray,
+    t_word: np.ndarray,
+) -> None:
+    """Fill ``events`` from the one-event words flagged in ``keep`` (all of them, usually)."""
+    if n_keep != keep.size:
+        x_word, y_word, p_word, t_word = x_word[keep], y_word[keep], p_word[keep], t_word[keep]
+    events["x"] = x_word
+    events["y"] = y_word
+    events["p"] = p_word
+    events["t"] = t_word
+
+
+def _expand_bits(
+    events: np.ndarray,
+    bits: np.ndarray,
+    x_word: np.ndarray,
+    y_word: np.ndarray,
+    p_word: np.ndarray,
+    t_word: np.ndarray,
+) -> None:
+    """Fill ``events`` with one event per set bit of each word's ``bits``, bit i at x + i.
+
+    Events come out in word order, then bit order. Every set bit is an event to return (the
+    caller cleared the others). A block of dense vectors can name 12 events per word, so the
+    words are expanded in pieces of at most about :data:`BLOCK_WORDS` events: the per-event
+    temporaries then stay as small as the per-word ones.
+    """
+    if events.size <= BLOCK_WORDS:
+        _expand_piece(events, bits, x_word, y_word, p_word, t_word)
+        return
+    ends = np.cumsum(_POPCOUNT_12[bits], dtype=np.int64)  # events up to and including each word
+    cuts = np.searchsorted(ends, np.arange(BLOCK_WORDS, events.size, BLOCK_WORDS)).tolist()
+    lo = 0
+    for hi in [*cuts, bits.size]:
+        first, stop = (int(ends[lo - 1]) if lo else 0), int(ends[hi - 1])
+        piece = slice(lo, hi)
+        _expand_piece(
+            events[first:stop], bits[piece], x_word[piece], y_word[piece], p_word[piece],
+            t_word[piece],
+        )  # fmt: skip
+        lo = hi
+
+
+def _expand_piece(
+    events: np.ndarray,
+    bits: np.ndarray,
+    x_word: np.ndarray,
+    y_word: np.ndarray,
+    p_word: np.ndarray,
+    t_word: np.ndarray,
+) -> None:
+    """:func:`_expand_bits` for one piece: an index per event, then one field at a time."""
+    unpacked = np.unpackbits(bits.astype("<u2", copy=False).view(np.uint8), bitorder="little")
+    at = np.flatnonzero(unpacked.view(bool))  # word * 16 + bit, in stream order
+    del unpacked
+    x_off = (at & 15).astype(np.int32)
+    at >>= 4  # now the word of each event
+    x_off += x_word[at]
+    events["x"] = x_off
+    del x_off
+    events["y"] = y_word[at]
+    events["p"] = p_word[at]
+    events["t"] = t_word[at]
 
 
 # ====================================================================================== encoder

@@ -575,23 +575,36 @@ def _fused_kernel(
 
 
 @_kernel
-def _count_outputs(words: np.ndarray, pos: int) -> tuple[int, int]:
-    """Upper bound on the events, and the exact number of triggers, of ``words[pos:]``.
+def _count_outputs(
+    words: np.ndarray, pos: int, state: np.ndarray, width: int, height: int
+) -> tuple[int, int]:
+    """Events on the sensor, and triggers, of ``words[pos:]`` from the carried ``state``.
 
     Only used when an output array turned out too small (vector-heavy data, or the first
-    trigger of a call), so that it is grown once to a size that cannot overflow again.
+    trigger of a call), so that it is grown once to a size that cannot overflow again. The
+    event count follows the row and the vector base exactly as the decode loop does, so a
+    flood of vector words off the sensor (each naming up to 12 events, none of them kept)
+    reserves nothing; it is exact unless a time limit stops the decoding early.
     """
+    y = state[_S_Y]
+    base = state[_S_BASE]
     n_ev = 0
     n_tr = 0
     for i in range(pos, words.size):
         word = np.int64(words[i])
         kind = word >> 12
-        if kind == _ADDR_X:
-            n_ev += 1
-        elif kind == _VECT_12:
-            n_ev += _POPCOUNT[word & 0xFFF]
-        elif kind == _VECT_8:
-            n_ev += _POPCOUNT[word & 0xFF]
+        if kind == _ADDR_Y:
+            y = word & 0x7FF
+        elif kind == _VECT_BASE_X:
+            base = word & 0x7FF
+        elif kind == _ADDR_X:
+            n_ev += ((word & 0x7FF) < width) & (y < height)
+        elif (kind == _VECT_12) | (kind == _VECT_8):
+            mask = word & (0xFFF if kind == _VECT_12 else 0xFF)
+            if y < height and base < width:
+                room = min(width - base, 12)
+                n_ev += _POPCOUNT[mask & ((1 << room) - 1)]
+            base += 12 if kind == _VECT_12 else 8
         elif kind == _EXT_TRIGGER:
             n_tr += 1
     return n_ev, n_tr
@@ -662,7 +675,11 @@ class FastEvt3Decoder:
     (row, vector base and polarity, clock halves, wrap epoch, a dangling odd byte, words held
     back by :meth:`decode_until`); outputs are bit-identical. Events are written into an
     array sized by a cheap guess (1.5 events per word; real EVT3 streams carry about 0.7),
-    grown to an exact bound if vector-heavy data overflows it, and shrunk in place at the end.
+    grown to the exact number of events still to come if vector-heavy data overflows it, and
+    shrunk in place at the end. The guess reserves address space only (pages that are never
+    written never become resident), and events named off the sensor are neither written nor
+    reserved, so resident memory is the events returned plus a few fixed buffers, whatever
+    the bytes (a flood of VECT_12 words names 12 events per word, almost none of them real).
 
     Args:
         width: sensor width; events with ``x >= width`` are dropped and counted.
@@ -809,7 +826,7 @@ class FastEvt3Decoder:
             )  # fmt: skip
             if status not in (_EVENTS_FULL, _TRIGGERS_FULL):
                 break
-            more_ev, more_tr = _count_outputs(words, pos)
+            more_ev, more_tr = _count_outputs(words, pos, self._state, self.width, self.height)
             if status == _EVENTS_FULL:
                 events = _grow(events, n_ev + more_ev + 12)
             else:
@@ -941,7 +958,8 @@ def decode_and_accumulate(
         unmapped += lost
         if status != _TRIGGERS_FULL:
             break
-        triggers = _grow(triggers, n_tr + _count_outputs(words, pos)[1])
+        more_tr = _count_outputs(words, pos, decoder._state, decoder.width, decoder.height)[1]
+        triggers = _grow(triggers, n_tr + more_tr)
     reached = status == _LIMIT
     if reached:
         decoder._hold_back(words, pos)

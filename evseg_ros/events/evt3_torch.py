@@ -41,7 +41,9 @@ results to the host, and reading :attr:`~TorchEvt3Accumulator.counters`,
 :attr:`~TorchEvt3Accumulator.unmapped_events` or :attr:`~TorchEvt3Accumulator.current_time_us`
 synchronises. Each call also costs a fixed ~150 small operator launches (a few hundred
 microseconds of host time), so on a GPU feed it large blocks: pass the packets of a frame period
-as one list rather than one call per small packet.
+as one list rather than one call per small packet. Input longer than ``_BLOCK_WORDS`` words
+(256 KiB) is decoded in blocks of that size, each with its own launches and syncs, so that the
+per-word temporaries stay bounded however much is passed at once.
 
 Determinism: counts are integer atomic adds and the time channel a maximum, both independent of
 the order in which the GPU applies them, and every floating-point step (int64 to float32, one
@@ -53,6 +55,7 @@ reciprocal, which can differ from numpy in the last bit.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -75,10 +78,11 @@ from evseg_ros.events.evt3 import (
     VECT_BASE_X,
     DecodedEvents,
     DecoderCounters,
+    OutputRecords,
+    _outputs,
     as_byte_array,
-    empty_decoded,
 )
-from evseg_ros.events.types import EVENT_DTYPE, EVT3_TIME_PERIOD_US, TRIGGER_DTYPE
+from evseg_ros.events.types import EVT3_TIME_PERIOD_US, TRIGGER_DTYPE
 from evseg_ros.geometry.calibration import RigCalibration
 
 __all__ = ["DEVICE_CHOICES", "TorchEvt3Accumulator", "resolve_device"]
@@ -102,6 +106,14 @@ _SPARE_CELLS = 1024
 #: Blocks of more words than this use int64 positions (int32 positions and vector advances,
 #: up to 12 per word, must stay clear of 2**31).
 _MAX_INT32_WORDS = ((1 << 31) - (1 << 23)) // 12
+#: Words decoded at once (256 KiB of stream, more than a typical ROS packet). A block's
+#: temporaries (prefix counts, gathers, clock tables) take 70 to 150 bytes per word, up to 300
+#: on the host counting what the allocator keeps, so a long packet or list of packets is
+#: decoded block after block, the state carried exactly as between calls: memory stays under
+#: ~40 MiB beyond the results whatever the input. Each block costs its own ~150 operator
+#: launches and a few syncs, so on a GPU much larger inputs run somewhat below the rate that
+#: one call per input would reach; that is the price of the bound.
+_BLOCK_WORDS = 1 << 17
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -362,26 +374,11 @@ class TorchEvt3Accumulator:
         Raises:
             EventDecodeError: ``data`` is not a supported buffer type.
         """
-        block = self._decode_words(self._take_words(data))
-        if block is None:
-            return empty_decoded()
-        n_events = int(block.n_kept.sum())  # sync: output size
-        events = np.empty(n_events, dtype=EVENT_DTYPE)
-        if n_events:
-            word, bit = self._expand(block.n_kept, block.mask, n_events)
-            is_addr_x = block.kinds == ADDR_X
-            polarity = torch.where(
-                is_addr_x,
-                (block.words >> 11) & 1,
-                block.polarity_table.index_select(0, block.base_count),
-            )
-            row = block.row_table.index_select(0, block.row_count)
-            clock = block.clock_table.index_select(0, block.clock_count)
-            events["x"] = (block.x.index_select(0, word) + bit).cpu().numpy()
-            events["y"] = row.index_select(0, word).cpu().numpy()
-            events["p"] = polarity.index_select(0, word).cpu().numpy()
-            events["t"] = clock.index_select(0, word).cpu().numpy()
-        return DecodedEvents(events, self._triggers(block))
+        buf = self._take_words(data)
+        events, triggers = _outputs(0 if buf is None else buf.numel() // 2)
+        for block in self._blocks(buf):
+            self._block_to_host(block, events, triggers)
+        return DecodedEvents(events.result(), triggers.result())
 
     def accumulate(
         self,
@@ -432,27 +429,8 @@ class TorchEvt3Accumulator:
                 f"{self.device}, got {getattr(frame, 'dtype', type(frame))!r} "
                 f"{tuple(getattr(frame, 'shape', ()))!r} on {getattr(frame, 'device', None)}"
             )
-        block = self._decode_words(self._take_words(data))
-        if block is None:
-            return frame
-
-        # Normalised time per clock value: the numpy builder's float32 steps (int64
-        # difference, rounded to float32, divided by the float32 span, clipped to [1e-6, 1]);
-        # -1 marks clock values outside the window.
-        clock = block.clock_table
-        norm = self._normalised_times(clock, t_start_us, t_end_us)
-        norm.masked_fill_((clock < t_start_us) | (clock >= t_end_us), -1.0)
-        norm_time = norm.index_select(0, block.clock_count)
-        per_word = block.n_kept * (norm_time >= 0)
-        first = torch.cumsum(per_word, dim=0, dtype=block.clock_count.dtype)
-        n_events = int(first[-1])  # sync: the number of events to expand
-        if n_events == 0:
-            return frame
-        first -= per_word
-        word, bit = self._expand(per_word, block.mask, n_events, first)
-
-        cell = self._cell_lut.index_select(0, self._event_pixels(block).index_select(0, word) + bit)
-        self._add_cells(frame, cell, norm_time.index_select(0, word))
+        for block in self._blocks(self._take_words(data)):
+            self._accumulate_block(block, frame, t_start_us, t_end_us)
         return frame
 
     def decode_to_device(self, data: object) -> DeviceEvents:
@@ -470,20 +448,30 @@ class TorchEvt3Accumulator:
         Returns:
             Times, cells and triggers of the block; ``first_time_us`` / ``last_time_us`` are
             the block's first and last event times on the host (None without events), read
-            in the same sync as the event count.
+            in one sync once the events are decoded.
         """
-        block = self._decode_words(self._take_words(data))
-        if block is None:
-            return _empty_device_events(self.device)
-        triggers = self._triggers(block)
-        n_events = int(block.n_kept.sum())  # sync: output size
-        if n_events == 0:
-            return _empty_device_events(self.device)._replace(triggers=triggers)
-        word, bit = self._expand(block.n_kept, block.mask, n_events)
-        cell = self._cell_lut.index_select(0, self._event_pixels(block).index_select(0, word) + bit)
-        times = block.clock_table.index_select(0, block.clock_count).index_select(0, word)
+        buf = self._take_words(data)
+        _, triggers = _outputs(0 if buf is None else buf.numel() // 2)
+        all_times: list[torch.Tensor] = []
+        all_cells: list[torch.Tensor] = []
+        for block in self._blocks(buf):
+            block_triggers = self._triggers(block)
+            triggers.take(block_triggers.size)[:] = block_triggers
+            n_events = int(block.n_kept.sum())  # sync: output size
+            if n_events == 0:
+                continue
+            pixels = self._event_pixels(block)
+            clock = block.clock_table.index_select(0, block.clock_count)
+            for word, bit, _, _ in self._expansions(block.n_kept, block.mask, n_events):
+                all_cells.append(self._cell_lut.index_select(0, pixels.index_select(0, word) + bit))
+                all_times.append(clock.index_select(0, word))
+        if not all_times:
+            return _empty_device_events(self.device)._replace(triggers=triggers.result())
+        # more than one block or piece of input: join them (the results are needed whole)
+        times = all_times[0] if len(all_times) == 1 else torch.cat(all_times)
+        cells = all_cells[0] if len(all_cells) == 1 else torch.cat(all_cells)
         first_last = torch.stack((times[0], times[-1])).tolist()  # sync: two integers
-        return DeviceEvents(times, cell, triggers, int(first_last[0]), int(first_last[1]))
+        return DeviceEvents(times, cells, triggers.result(), first_last[0], first_last[1])
 
     def device_events(self, decoded: DecodedEvents) -> DeviceEvents:
         """Move events decoded on the host (another encoding, e.g. EVT2) into the device form.
@@ -523,6 +511,52 @@ class TorchEvt3Accumulator:
         return frame
 
     # ------------------------------------------------------------------ internals
+
+    def _block_to_host(
+        self, block: _Words, events_out: OutputRecords, triggers_out: OutputRecords
+    ) -> None:
+        """Copy one decoded block's events and triggers into the host outputs."""
+        n_events = int(block.n_kept.sum())  # sync: output size
+        events = events_out.take(n_events)
+        if n_events:
+            is_addr_x = block.kinds == ADDR_X
+            polarity = torch.where(
+                is_addr_x,
+                (block.words >> 11) & 1,
+                block.polarity_table.index_select(0, block.base_count),
+            )
+            row = block.row_table.index_select(0, block.row_count)
+            clock = block.clock_table.index_select(0, block.clock_count)
+            for word, bit, start, stop in self._expansions(block.n_kept, block.mask, n_events):
+                piece = events[start:stop]
+                piece["x"] = (block.x.index_select(0, word) + bit).cpu().numpy()
+                piece["y"] = row.index_select(0, word).cpu().numpy()
+                piece["p"] = polarity.index_select(0, word).cpu().numpy()
+                piece["t"] = clock.index_select(0, word).cpu().numpy()
+        block_triggers = self._triggers(block)
+        triggers_out.take(block_triggers.size)[:] = block_triggers
+
+    def _accumulate_block(
+        self, block: _Words, frame: torch.Tensor, t_start_us: int, t_end_us: int
+    ) -> None:
+        """Add one decoded block's events of ``[t_start_us, t_end_us)`` to ``frame``."""
+        # Normalised time per clock value: the numpy builder's float32 steps (int64
+        # difference, rounded to float32, divided by the float32 span, clipped to [1e-6, 1]);
+        # -1 marks clock values outside the window.
+        clock = block.clock_table
+        norm = self._normalised_times(clock, t_start_us, t_end_us)
+        norm.masked_fill_((clock < t_start_us) | (clock >= t_end_us), -1.0)
+        norm_time = norm.index_select(0, block.clock_count)
+        per_word = block.n_kept * (norm_time >= 0)
+        first = torch.cumsum(per_word, dim=0, dtype=block.clock_count.dtype)
+        n_events = int(first[-1])  # sync: the number of events to expand
+        if n_events == 0:
+            return
+        first -= per_word
+        pixels = self._event_pixels(block)
+        for word, bit, _, _ in self._expansions(per_word, block.mask, n_events, first):
+            cell = self._cell_lut.index_select(0, pixels.index_select(0, word) + bit)
+            self._add_cells(frame, cell, norm_time.index_select(0, word))
 
     def _normalised_times(
         self, times: torch.Tensor, t_start_us: int, t_end_us: int
@@ -629,6 +663,20 @@ class TorchEvt3Accumulator:
             out[at : at + size].copy_(part[:size], non_blocking=True)
             at += size
         return out
+
+    def _blocks(self, buf: torch.Tensor | None) -> Iterator[_Words]:
+        """Decode ``buf`` (whole words, as from :meth:`_take_words`) block after block.
+
+        Lazily: each block advances the state only when the caller asks for it, after the
+        previous block's results have been used, so at most one block's temporaries live.
+        """
+        if buf is None:
+            return
+        step = 2 * _BLOCK_WORDS
+        for start in range(0, buf.numel(), step):
+            block = self._decode_words(buf[start : start + step])
+            if block is not None:
+                yield block
 
     def _decode_words(self, buf: torch.Tensor | None) -> _Words | None:
         """Decode a block of whole words; advance the state and counters past it.
@@ -804,6 +852,41 @@ class TorchEvt3Accumulator:
             backwards += (low_stamps[1:] < low_stamps[:-1]).sum()
             clock = clock._replace(low=low_table[-1], stamp=low_stamps[-1], backwards=backwards)
         return clock
+
+    def _expansions(
+        self,
+        per_word: torch.Tensor,
+        mask: torch.Tensor,
+        n_events: int,
+        first: torch.Tensor | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
+        """:meth:`_expand` in pieces of at most about ``_BLOCK_WORDS`` events.
+
+        A block of dense vectors names up to 12 events per word; expanding them piece by
+        piece keeps the per-event temporaries as small as the per-word ones. Yields
+        ``(word, bit, start, stop)``: block word indices and bit positions of the block's
+        events ``[start, stop)``. Only a block with more events than words pays one extra
+        sync, for the piece bounds.
+        """
+        if n_events <= _BLOCK_WORDS:
+            word, bit = self._expand(per_word, mask, n_events, first)
+            yield word, bit, 0, n_events
+            return
+        if first is None:
+            first = torch.cumsum(per_word, dim=0, dtype=torch.int64) - per_word
+        ends = first + per_word  # events up to and including each word
+        targets = torch.arange(
+            _BLOCK_WORDS, n_events, _BLOCK_WORDS, dtype=ends.dtype, device=self.device
+        )
+        cuts = torch.searchsorted(ends, targets)  # first word of each later piece
+        bounds = torch.stack((cuts, first.index_select(0, cuts).to(cuts.dtype))).tolist()
+        word_at = [0, *bounds[0], int(per_word.numel())]
+        event_at = [0, *bounds[1], n_events]
+        for i in range(len(word_at) - 1):
+            lo, hi = word_at[i], word_at[i + 1]
+            start, stop = event_at[i], event_at[i + 1]
+            word, bit = self._expand(per_word[lo:hi], mask[lo:hi], stop - start)
+            yield word + lo, bit, start, stop
 
     def _expand(
         self,

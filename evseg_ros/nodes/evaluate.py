@@ -245,6 +245,10 @@ def _replay(
             "event_seq_gaps": int(accumulator["seq_gaps"]),
             "event_frames_late": int(accumulator["frames_late"]),
             "event_frames_out": int(accumulator["frames_out"]),
+            "event_windows_degraded": int(accumulator["windows_degraded"]),
+            "frameless_event_frames": int(accumulator["frameless_out"]),
+            "frames_superseded": int(accumulator["frames_superseded"]),
+            "frames_dropped_busy": int(segmentation.counters["frames_dropped_busy"]),
             "masks_published": int(segmentation.counters["frames_out"]),
             "masks_received": observer.masks_received,
         }

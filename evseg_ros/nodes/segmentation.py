@@ -313,8 +313,11 @@ class SegmentationNode(Node):
         self.get_logger().warning(f"frame skipped: {err}", throttle_duration_sec=5.0)
 
     def destroy_node(self) -> None:
-        # the worker publishes: it ends before the node (and later the context) goes away
-        self.worker.stop()
+        # the worker publishes: it ends before the node (and later the context) goes away;
+        # a constructor that failed early never started one
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.stop()
         super().destroy_node()
 
     def _diagnostics(self):
