@@ -59,6 +59,7 @@ if str(REPO_ROOT) not in sys.path:  # runnable from a source checkout without in
 from evseg_ros.events import evt3_fast
 from evseg_ros.events.evt2 import Evt2Decoder
 from evseg_ros.events.evt3 import (
+    WORD_CATEGORIES,
     DecodedEvents,
     DecoderCounters,
     Evt3Decoder,
@@ -69,17 +70,6 @@ from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 
 DECODERS = ("numpy", "numba", "evt2", "torch")
 DEFAULT_DECODERS = "numpy,numba"
-#: Word categories of DecoderCounters: they partition the words consumed.
-WORD_CATEGORIES = (
-    "cd_words",
-    "address_words",
-    "time_words",
-    "trigger_words",
-    "other_words",
-    "continued_words",
-    "continued4_words",
-    "unknown_words",
-)
 COUNTER_NAMES = tuple(f.name for f in fields(DecoderCounters))
 #: Failures described in full in a report; the rest are only counted.
 MAX_FAILURES_KEPT = 20

@@ -133,6 +133,20 @@ class DecodedEvents(NamedTuple):
     triggers: np.ndarray
 
 
+
+#: The per-category word counters of :class:`DecoderCounters`: every word of a packet is in
+#: exactly one of them.
+WORD_CATEGORIES = (
+    "cd_words",
+    "address_words",
+    "time_words",
+    "trigger_words",
+    "other_words",
+    "continued_words",
+    "continued4_words",
+    "unknown_words",
+)
+
 @dataclass
 class DecoderCounters:
     """Running totals since construction or the last ``reset()``.
@@ -181,16 +195,7 @@ class DecoderCounters:
 
     def categorised_words(self) -> int:
         """Sum of the per-category word counts (equals ``words`` by construction)."""
-        return (
-            self.cd_words
-            + self.address_words
-            + self.time_words
-            + self.trigger_words
-            + self.other_words
-            + self.continued_words
-            + self.continued4_words
-            + self.unknown_words
-        )
+        return sum(getattr(self, name) for name in WORD_CATEGORIES)
 
     def as_dict(self) -> dict[str, int]:
         """Plain dict, e.g. for diagnostics messages or logging."""

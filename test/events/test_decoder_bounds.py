@@ -29,6 +29,7 @@ from evseg_ros.events import evt3_fast
 from evseg_ros.events.evt2 import Evt2Decoder
 from evseg_ros.events.evt3 import (
     BLOCK_WORDS,
+    WORD_CATEGORIES,
     DecodedEvents,
     DecoderCounters,
     Evt3Decoder,
@@ -42,17 +43,7 @@ WIDTH, HEIGHT = 1280, 720
 PACKET_BYTES = 8 << 20
 #: Working memory allowed beyond the returned events, in packets.
 MEMORY_FACTOR = 4
-#: DecoderCounters' word categories, which partition the words.
-CATEGORIES = (
-    "cd_words",
-    "address_words",
-    "time_words",
-    "trigger_words",
-    "other_words",
-    "continued_words",
-    "continued4_words",
-    "unknown_words",
-)
+
 
 needs_numba = pytest.mark.skipif(not evt3_fast.available(), reason="numba is not installed")
 needs_proc = pytest.mark.skipif(
@@ -382,7 +373,7 @@ def test_numba_resident_memory_stays_within_four_packets(tmp_path):
         n_words = packets[name].size
         assert result["growth"] <= MEMORY_FACTOR * 2 * n_words + result["output"], name
         assert result["counters"]["words"] == n_words
-        assert sum(result["counters"][k] for k in CATEGORIES) == n_words
+        assert sum(result["counters"][k] for k in WORD_CATEGORIES) == n_words
         assert result["max_x"] < WIDTH and result["max_y"] < HEIGHT
 
 
@@ -405,7 +396,7 @@ def test_torch_cpu_resident_memory_stays_within_four_packets(tmp_path):
         # plus the blocks' fixed scratch, which does not grow with the packet
         limit = MEMORY_FACTOR * 2 * words.size + result["output"] + TORCH_SCRATCH_BYTES
         assert result["growth"] <= limit, name
-        assert sum(result["counters"][k] for k in CATEGORIES) == words.size
+        assert sum(result["counters"][k] for k in WORD_CATEGORIES) == words.size
         for key, value in expected_evt3(name, words).items():
             assert result["counters"][key] == value, (name, key)
 
@@ -440,7 +431,7 @@ def test_fuzzing_run_raises_nothing_and_counts_every_word(fuzzer, name):
     assert (report.exceptions, report.mismatches) == (0, 0), report.failures
     assert report.packets == packets and sum(report.mutations.values()) == packets
     c = report.counters
-    assert c["words"] == sum(c[k] for k in CATEGORIES) > 0
+    assert c["words"] == sum(c[k] for k in WORD_CATEGORIES) > 0
     assert report.events == c["cd_events"] and report.triggers == c["triggers"]
     assert c["out_of_bounds"] > 0 and c["unknown_words"] > 0  # the garbage did arrive
 
