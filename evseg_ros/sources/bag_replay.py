@@ -66,6 +66,7 @@ class BagTopicReader:
         self._reader: AnyReader | None = None
         self._messages: Iterator[Any] | None = None
         self._lookahead: tuple[int, Any] | None = None
+        self._connection: Any = None
         self.rewind()
         if self._lookahead is None:
             self.close()
@@ -73,7 +74,15 @@ class BagTopicReader:
             raise SourceUnavailableError(msg)
 
     def rewind(self) -> None:
-        """Start over at the first message (opens the bag; a loop re-opens it)."""
+        """Start over at the first message.
+
+        The bag is opened once and kept open: a loop only starts a new pass over its messages
+        (re-opening it on every pass of a short recording grew the process by ~50 KB a pass).
+        """
+        if self._reader is not None and self._connection is not None:
+            self._messages = self._reader.messages(connections=[self._connection])
+            self._lookahead = self._read()
+            return
         self.close()
         try:
             reader = open_bag(self.path)
@@ -97,7 +106,8 @@ class BagTopicReader:
         self.topic = connections[0].topic
         self.start_ns = int(reader.start_time)
         self.end_ns = int(reader.end_time)
-        self._messages = reader.messages(connections=connections[:1])
+        self._connection = connections[0]
+        self._messages = reader.messages(connections=[self._connection])
         self._lookahead = self._read()
 
     def _read(self) -> tuple[int, Any] | None:
