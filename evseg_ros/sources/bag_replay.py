@@ -150,9 +150,11 @@ class BagTopicReader:
     def close(self) -> None:
         self._messages = None
         self._lookahead = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        # forgotten before it is closed: a stop signal landing inside close() must not leave a
+        # half-closed reader for the node's shutdown to close again (rosbags raises then)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
 
 class _BagReplay:
