@@ -234,6 +234,9 @@ def _degradation(given: Mapping[str, Any]) -> dict[str, Any]:
         "modes": {str(k): int(v) for k, v in (given.get("modes") or {}).items()},
         "degraded_frames": int(given.get("degraded_frames", 0)),
         "miou_by_mode": {str(mode): miou(matrix) for mode, matrix in sorted(by_mode.items())},
+        # the pipeline on exactly the frames the frame-only model had (frames-off frames have no
+        # frame-only mask): the like-for-like comparison with frame_only_miou
+        "miou_on_frame_only_frames": miou(given.get("on_frame_only_frames")),
         "faults": _jsonable(given.get("faults") or {}),
         "fault_frames": int(given.get("fault_frames", 0)),
         "miou_during_fault": miou(given.get("during_fault")),
@@ -669,6 +672,12 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{mode} {_percent(value)}" for mode, value in report["miou_by_mode"].items()
             ),
         ]
+        if report.get("miou_on_frame_only_frames") is not None:
+            lines.append(
+                "on the frames the frame-only model had: "
+                f"{_percent(report['miou_on_frame_only_frames'])} % vs frame-only "
+                f"{_percent(report['frame_only_miou'])} %"
+            )
     if report.get("faults", {}).get("off_intervals_s"):
         lines.append(
             f"during faults ({report['fault_frames']} frames): mIoU "

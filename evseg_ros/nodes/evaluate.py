@@ -318,7 +318,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
             events = np.zeros((3, *image.shape[:2]), np.float32)
             frame_only_mask = frame_only_backend.infer(image, events).mask
             frame_only.add(condition, frame_only_mask, truth)
-            degradation.add_frame_only(stamp, frame_only_mask, truth)
+            degradation.add_frame_only(stamp, frame_only_mask, mask, truth)
         if stamp in panel_stamps:
             panel_truth[stamp] = truth
     if mismatched:
@@ -385,6 +385,8 @@ class _Degradation:
         self.by_mode: dict[str, ConfusionMatrix] = {}
         self.during_fault = ConfusionMatrix(num_classes)
         self.frame_only_during_fault = ConfusionMatrix(num_classes) if compared else None
+        #: the pipeline's masks on exactly the frames the frame-only model scored
+        self.same_frames = ConfusionMatrix(num_classes) if compared else None
         self.fault_frames = 0
         self.frame_only_fault_frames = 0
 
@@ -397,7 +399,11 @@ class _Degradation:
             self.fault_frames += 1
             self.during_fault.update(mask, truth)
 
-    def add_frame_only(self, stamp_ns: int, mask: np.ndarray, truth: np.ndarray) -> None:
+    def add_frame_only(
+        self, stamp_ns: int, mask: np.ndarray, pipeline_mask: np.ndarray, truth: np.ndarray
+    ) -> None:
+        if self.same_frames is not None:
+            self.same_frames.update(pipeline_mask, truth)
         if self.frame_only_during_fault is not None and self.in_fault(stamp_ns):
             self.frame_only_fault_frames += 1
             self.frame_only_during_fault.update(mask, truth)
@@ -416,6 +422,7 @@ class _Degradation:
                 "packet_loss": self.faults.loss,
                 "seed": self.faults.seed,
             },
+            "on_frame_only_frames": self.same_frames,
             "fault_frames": self.fault_frames,
             "frame_only_fault_frames": self.frame_only_fault_frames,
             "during_fault": self.during_fault if self.faults.off else None,

@@ -70,6 +70,8 @@ def test_events_off_go_frame_only_and_frames_off_go_event_only(fault_report):
     assert modes["fused"] >= 0.5 * FPS
     assert fault_report["degraded_frames"] == sum(n for m, n in modes.items() if m != "fused")
     assert set(fault_report["miou_by_mode"]) >= {"fused", "frame_only", "event_only"}
+    # on the frames that had a camera frame the frame-only frames are the frame-only model's
+    assert fault_report["miou_on_frame_only_frames"] is not None
 
 
 def test_the_report_scores_the_frames_inside_the_faults(fault_report):
