@@ -20,7 +20,7 @@ from std_msgs.msg import Header
 from evseg_ros.events.representations import Representation
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import load_calibration
-from evseg_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
+from evseg_ros.nodes.diagnostics import OK, WARN, CounterDeltas, DiagnosticsPublisher
 from evseg_ros.nodes.health_msgs import event_status_msg
 from evseg_ros.nodes.image_conversion import ns_to_stamp, stamp_to_ns, to_image_msg
 from evseg_ros.nodes.params import Param, declare_parameters
@@ -137,7 +137,7 @@ class AccumulatorNode(Node):
         )
         self._frame_id = "frame_camera"
         self._last_health = None
-        self._reported: dict[str, int] = {}
+        self._deltas = CounterDeltas()
         self.create_subscription(EventPacket, "events", self._on_packet, EVENTS_QOS)
         self.create_subscription(Image, "frame/image_raw", self._on_frame, FRAMES_QOS)
         self.timer = self.create_timer(0.01, self._deliver)
@@ -208,12 +208,8 @@ class AccumulatorNode(Node):
 
     def _diagnostics(self):
         values = self.core.diagnostics()
-        # counted problems make the status WARN while they happen, not forever after
-        recent = [
-            name for name in WARN_COUNTERS
-            if values.get(name, 0) != self._reported.get(name, 0)
-        ]
-        self._reported = {name: values.get(name, 0) for name in WARN_COUNTERS}
+        deltas = self._deltas.since_last({name: values.get(name, 0) for name in WARN_COUNTERS})
+        recent = [name for name, delta in deltas.items() if delta]
         health = self._last_health
         values["last_window"] = "none yet" if health is None else (health.reason or "ok")
         problems = []

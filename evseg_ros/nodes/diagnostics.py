@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -11,6 +11,22 @@ from rclpy.node import Node
 from evseg_ros.nodes.qos import DIAGNOSTICS_QOS
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+class CounterDeltas:
+    """How much each counter changed since the previous report.
+
+    A counted problem makes a status WARN while it happens and OK again once it stopped: a
+    cumulative counter alone would keep the node WARN for the rest of its life.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def since_last(self, counters: Mapping[str, int]) -> dict[str, int]:
+        deltas = {name: value - self._last.get(name, 0) for name, value in counters.items()}
+        self._last = dict(counters)
+        return deltas
 
 
 class DiagnosticsPublisher:

@@ -30,7 +30,7 @@ from evseg_ros.eval.metrics import LatencyStats
 from evseg_ros.geometry.calibration import load_calibration
 from evseg_ros.geometry.frame_remap import FrameRemapper
 from evseg_ros.labels import get_label_set
-from evseg_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from evseg_ros.nodes.diagnostics import ERROR, OK, WARN, CounterDeltas, DiagnosticsPublisher
 from evseg_ros.nodes.health_msgs import mode_status_msg, parse_event_status
 from evseg_ros.nodes.image_conversion import (
     ImageConversionError,
@@ -107,7 +107,7 @@ class SegmentationNode(Node):
             "frames_dropped_busy": 0,
         }
         self.modes = ModeTracker()
-        self._reported: dict[str, int] = {}
+        self._deltas = CounterDeltas()
         self.last_inference_error = ""
         self.error = ""
         self.segmenter: Segmenter | None = None
@@ -322,9 +322,7 @@ class SegmentationNode(Node):
 
     def _diagnostics(self):
         values: dict = dict(self.counters)
-        # counted problems make the status WARN while they happen, not forever after
-        recent = {k: v - self._reported.get(k, 0) for k, v in self.counters.items()}
-        self._reported = dict(self.counters)
+        recent = self._deltas.since_last(self.counters)
         values["inference_queued"] = self.worker.queued
         busy_s = self.worker.busy_s()
         values["inference_busy_ms"] = f"{busy_s * 1e3:.0f}"
