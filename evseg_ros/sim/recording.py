@@ -53,6 +53,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -438,8 +439,12 @@ class _FrameFeed:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._inline: _FrameRenderer | None = None
         if workers > 0:
+            # forkserver, not fork: a caller with threads running (rclpy, ONNX Runtime, a
+            # test session that started a graph) must not be forked mid-flight; forked workers
+            # of such a process died ("process pool was terminated abruptly")
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, initializer=_init_worker, initargs=(calibration, config)
+                max_workers=workers, initializer=_init_worker, initargs=(calibration, config),
+                mp_context=multiprocessing.get_context("forkserver"),
             )
             self.top_up()  # start the workers now, before the bag is open
         else:
