@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint train-demo-model bench bench-gpu bench-transport bench-replay bench-faults soak fuzz
+.PHONY: venv demo test lint model ablation bench-inference bench bench-gpu bench-transport bench-replay bench-faults soak fuzz
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -50,5 +50,17 @@ bench-faults: venv
 fuzz: venv
 	$(PY) scripts/fuzz_decoders.py
 
-train-demo-model: venv
-	$(PY) scripts/train_demo_model.py
+# the shipped model: CACD-B0 trained on simulated recordings (about an hour on 2 CPU cores), exported
+model: venv
+	$(PY) -m evseg_ros.cli train --config config/train/cacd_b0_sim.yaml
+	$(PY) -m evseg_ros.cli export --checkpoint output/train/cacd_b0_sim/last.pt \
+		--output models/cacd_b0_sim.onnx --weights-output models/cacd_b0_sim.pt --overwrite
+	$(PY) scripts/model_card.py --model models/cacd_b0_sim.onnx --output models/cacd_b0_sim_metrics.json
+
+# image only / event only / fused / +HFCA / +JBCD / CACD, 3 training seeds each (models/cacd_ablation.md)
+ablation: venv
+	$(PY) scripts/run_ablation.py --output models --overwrite
+
+# CACD fused vs image-only on ONNX Runtime CPU, 2 threads: 'ratio fused/image_only WxH' lines
+bench-inference: venv
+	$(PY) scripts/bench_inference.py

@@ -318,11 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rate", type=float, default=1.0, help="replay speed (realtime)")
     evaluate.add_argument(
         "--compare-frame-only", action="store_true",
-        help="also score the frame-only model on the same frames",
+        help="also score the frame-only baseline on the same frames",
     )
     evaluate.add_argument(
-        "--frame-only-model", default="models/demo_image_only.onnx",
-        help="model for --compare-frame-only",
+        "--frame-only-model", default="",
+        help="frame-only baseline for --compare-frame-only: empty (default) = the evaluated "
+        "model with an all-zero event frame, as the node's frame-only mode runs it; a path = "
+        "a separate ONNX model",
     )
     evaluate.add_argument(
         "--labels", help="folder of label PNGs named <stamp_ns>.png (instead of a label topic)"

@@ -95,7 +95,7 @@ def generate_launch_description() -> LaunchDescription:
             description="rig calibration file for all four nodes; empty: the config's",
         ),
         DeclareLaunchArgument(
-            "model", default_value="models/demo_fusion.onnx",
+            "model", default_value="models/cacd_b0_sim.onnx",
             description="ONNX model (relative paths resolve against the package share)",
         ),
         DeclareLaunchArgument(

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
         if path.exists() and not args.overwrite:
             counts["kept"] += 1
             continue
-        image = dataset.load_image(index)
+        image = dataset.load_sam_image(index)
         if image is None:
             counts["no_image"] += 1
             continue

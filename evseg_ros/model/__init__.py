@@ -1,4 +1,4 @@
-"""Segmentation networks and their export to the ONNX files the runtime loads."""
+"""The CACD segmentation network, its checkpoints and their export to the runtime's ONNX files."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from evseg_ros.model.cacd import (
     load_cacd_checkpoint,
     save_cacd_checkpoint,
 )
-from evseg_ros.model.demo_net import (
-    VARIANTS,
-    DemoFusionNet,
-    count_parameters,
-    load_checkpoint,
-    save_checkpoint,
+from evseg_ros.model.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    load_model,
+    training_data_summary,
 )
-from evseg_ros.model.export import OPSET, SegmentationExportWrapper, export_onnx
+from evseg_ros.model.export import OPSET, SegmentationExportWrapper, export_checkpoint, export_onnx
 from evseg_ros.model.mit import MIT_CONFIGS, MitConfig, MixTransformerEncoder
 from evseg_ros.model.pretrained import LoadReport, PretrainedWeightsError, load_mit_pretrained
 
@@ -25,21 +24,21 @@ __all__ = [
     "CACD_VARIANTS",
     "MIT_CONFIGS",
     "OPSET",
-    "VARIANTS",
     "CACDConfig",
     "CACDNet",
     "CACDOutput",
-    "DemoFusionNet",
+    "CheckpointError",
+    "CheckpointInfo",
     "LoadReport",
     "MitConfig",
     "MixTransformerEncoder",
     "PretrainedWeightsError",
     "SegmentationExportWrapper",
-    "count_parameters",
+    "export_checkpoint",
     "export_onnx",
     "load_cacd_checkpoint",
-    "load_checkpoint",
     "load_mit_pretrained",
+    "load_model",
     "save_cacd_checkpoint",
-    "save_checkpoint",
+    "training_data_summary",
 ]

@@ -6,8 +6,10 @@ compare the two branches, which needs two branches to compare); at each of the f
 two feature maps are fused by :class:`CrossModalFusion`; the all-MLP decoder of SegFormer turns
 the four fused maps into class logits at 1/4 resolution, upsampled to the input size.
 
-The input contract is that of :class:`evseg_ros.model.demo_net.DemoFusionNet`, so the ONNX
-export and every runtime backend take either network unchanged.
+The input contract is the runtime's (:data:`evseg_ros.runtime.backend.INPUT_CONTRACT`), so the
+ONNX export and every runtime backend take any variant unchanged. The event encoder may be a
+lighter MiT than the frame's (``event_backbone``); 1x1 convolutions lift its stages to the
+frame's widths before fusion.
 
 Training-only parts (HFCA projection heads, JBCD) live with the losses; they read the per-stage
 features of :meth:`CACDNet.forward_features`.
@@ -55,7 +57,8 @@ class CACDConfig:
     """Constructor arguments of :class:`CACDNet`; stored in checkpoints.
 
     Attributes:
-        backbone: MiT size of both encoders, ``"mit_b0"`` ... ``"mit_b5"``.
+        backbone: MiT size of the image encoder (and of the event encoder unless
+            ``event_backbone`` says otherwise), ``"mit_b0"`` ... ``"mit_b5"``.
         variant: ``"fused"``, ``"image_only"`` (no event encoder, events ignored) or
             ``"event_only"`` (no image encoder, image ignored).
         num_classes: Output classes (11 for DSEC-Semantic).
@@ -65,6 +68,15 @@ class CACDConfig:
         drop_path_rate: Stochastic depth of the encoders' last block.
         decoder_dropout: Dropout before the classifier.
         event_channels: Channels of the event tensor; the first two are ON/OFF counts.
+        event_backbone: MiT size of the event encoder; ``None`` = ``backbone`` (the paper's
+            symmetric design). A narrower size (``"mit_e0"``) is what keeps the fused model
+            within 1.3x the image-only cost; its stage maps are lifted to the image encoder's
+            channels by a 1x1 convolution per stage, which belongs to the event branch, so
+            fusion, decoder and training losses see one channel count per stage.
+        fusion_attention_stages: Stages (0-3) whose fusion adds cross-modal attention to the
+            concatenation; the others fuse by concatenation + projection only. Attention on
+            the fine stages costs most (stage 0 has 16x the tokens of stage 2) and adds least:
+            the decoder already mixes every position of the coarse stages into the fine map.
     """
 
     backbone: str = "mit_b0"
@@ -75,6 +87,8 @@ class CACDConfig:
     drop_path_rate: float = 0.1
     decoder_dropout: float = 0.1
     event_channels: int = 3
+    event_backbone: str | None = None
+    fusion_attention_stages: tuple[int, ...] = (0, 1, 2, 3)
 
     def __post_init__(self) -> None:
         if self.backbone not in MIT_CONFIGS:
@@ -96,6 +110,19 @@ class CACDConfig:
                 msg = f"fusion_heads {heads!r} do not divide {self.backbone} channels {dims!r}"
                 raise ValueError(msg)
         object.__setattr__(self, "fusion_heads", heads)
+        if self.event_backbone is not None and self.event_backbone not in MIT_CONFIGS:
+            msg = (
+                f"unknown event_backbone {self.event_backbone!r}; "
+                f"expected one of {tuple(MIT_CONFIGS)} or None"
+            )
+            raise ValueError(msg)
+        stages = tuple(self.fusion_attention_stages)
+        if any(not _is_non_negative_int(i) or i > 3 for i in stages) or len(set(stages)) != len(
+            stages
+        ):
+            msg = f"fusion_attention_stages needs distinct stage indices 0-3, got {stages!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "fusion_attention_stages", tuple(sorted(stages)))
         if self.decoder_channels is None:
             default = 256 if self.backbone in _SMALL_DECODER_BACKBONES else 768
             object.__setattr__(self, "decoder_channels", default)
@@ -127,19 +154,37 @@ class CACDConfig:
             msg = f"unknown CACDConfig keys {unknown!r}; expected some of {sorted(known)!r}"
             raise ValueError(msg)
         values = dict(values)
-        if "fusion_heads" in values:
-            values["fusion_heads"] = tuple(values["fusion_heads"])
+        for name in ("fusion_heads", "fusion_attention_stages"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for checkpoints and metadata."""
         values = dataclasses.asdict(self)
         values["fusion_heads"] = list(self.fusion_heads)
+        values["fusion_attention_stages"] = list(self.fusion_attention_stages)
         return values
+
+    @property
+    def event_size(self) -> str:
+        """MiT size of the event encoder."""
+        return self.event_backbone or self.backbone
+
+    def architecture(self) -> str:
+        """Short architecture name for model metadata, e.g. ``cacd-mit-b0+evt-mit-e0``."""
+        name = "cacd-" + self.backbone.replace("_", "-")
+        if self.variant == "fused" and self.event_size != self.backbone:
+            name += "+evt-" + self.event_size.replace("_", "-")
+        return name
 
 
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_non_negative_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class CACDOutput(NamedTuple):
@@ -171,8 +216,8 @@ def normalize_image(image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
 def normalize_events(events: torch.Tensor) -> torch.Tensor:
     """Compress the ON/OFF counts (channels 0, 1) with ``log1p``; pass the rest through.
 
-    Same rule as :meth:`DemoFusionNet.normalize_events`: counts span orders of magnitude
-    depending on texture and motion, the time channel is already in [0, 1].
+    Counts span orders of magnitude depending on texture and motion; the time channel is
+    already in [0, 1]. Negative counts (corrupt input) clamp to zero.
     """
     counts = torch.log1p(events[:, 0:2].clamp(min=0.0))
     return torch.cat([counts, events[:, 2:]], dim=1)
@@ -202,12 +247,18 @@ class CrossModalFusion(nn.Module):
         channels: ``C``, channels of both inputs and of the output.
         num_heads: Attention heads (must divide ``channels``).
         reduction_ratio: Spatial reduction of the key/value context; 1 keeps every token.
+        attention: ``False`` keeps only the concatenation + projection (no attention layers).
     """
 
-    def __init__(self, channels: int, *, num_heads: int, reduction_ratio: int) -> None:
+    def __init__(
+        self, channels: int, *, num_heads: int, reduction_ratio: int, attention: bool = True
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.concat_projection = nn.Linear(2 * channels, channels)
+        self.attention = attention
+        if not attention:
+            return
         self.query_norm = nn.LayerNorm(channels)
         if reduction_ratio > 1:
             self.image_reduction: nn.Module | None = SequenceReduction(channels, reduction_ratio)
@@ -229,8 +280,39 @@ class CrossModalFusion(nn.Module):
             tokens = reduction(tokens, feature_map.shape[-2], feature_map.shape[-1])
         return tokens + self.modality_embedding[modality]
 
-    def forward(self, image_map: torch.Tensor, event_map: torch.Tensor) -> torch.Tensor:
-        """``2 x (batch, C, height, width) -> (batch, C, height, width)``."""
+    def project_maps(
+        self, image_map: torch.Tensor, event_map: torch.Tensor, lift: nn.Conv2d | None = None
+    ) -> torch.Tensor:
+        """``concat_projection`` of ``[image, lift(events)]`` as one 1x1 convolution on the maps.
+
+        The same linear map as the token path, computed where the maps already are: no
+        transposes to tokens and back, and the event branch's lift (itself a 1x1 convolution)
+        folded into the projection's weights, so the lifted map is never built. On the large
+        stage-1 and stage-2 grids those copies cost more than the arithmetic (measured with
+        ``scripts/bench_inference.py``).
+        """
+        weight = self.concat_projection.weight  # (C, 2C): [image | lifted events]
+        bias = self.concat_projection.bias
+        channels = image_map.shape[1]
+        image_weight, event_weight = weight[:, :channels], weight[:, channels:]
+        if lift is not None:
+            bias = bias + event_weight @ lift.bias
+            event_weight = event_weight @ lift.weight.flatten(1)
+        kernel = torch.cat([image_weight, event_weight], dim=1)[:, :, None, None]
+        return F.conv2d(torch.cat([image_map, event_map], dim=1), kernel, bias)
+
+    def forward(
+        self, image_map: torch.Tensor, event_map: torch.Tensor, lift: nn.Conv2d | None = None
+    ) -> torch.Tensor:
+        """``2 x (batch, C, height, width) -> (batch, C, height, width)``.
+
+        ``lift``: the 1x1 convolution that brings ``event_map`` to ``C`` channels, or ``None``
+        when it has them already.
+        """
+        if not self.attention:
+            return self.project_maps(image_map, event_map, lift)
+        if lift is not None:
+            event_map = lift(event_map)
         height, width = image_map.shape[-2:]
         concatenated = map_to_tokens(torch.cat([image_map, event_map], dim=1))  # (B, N, 2C)
         fused = self.concat_projection(concatenated)  # (B, N, C)
@@ -290,7 +372,7 @@ class AllMLPDecoder(nn.Module):
 class CACDNet(nn.Module):
     """Frame + event segmentation network with per-stage cross-modal fusion (CACD).
 
-    Input contract (identical to :class:`~evseg_ros.model.demo_net.DemoFusionNet`):
+    Input contract (the runtime's, :data:`~evseg_ros.runtime.backend.INPUT_CONTRACT`):
 
     * ``image``: float32 ``N x 3 x H x W``, RGB in [0, 1]; normalised inside the network.
     * ``events``: float32 ``N x 3 x H x W``, the raw event frame (ON count, OFF count, latest
@@ -323,18 +405,38 @@ class CACDNet(nn.Module):
             if config.variant != "event_only"
             else None
         )
+        event_backbone = mit_config(config.event_size)
         self.event_encoder = (
             MixTransformerEncoder(
-                backbone, in_channels=config.event_channels, drop_path_rate=config.drop_path_rate
+                event_backbone,
+                in_channels=config.event_channels,
+                drop_path_rate=config.drop_path_rate,
             )
             if config.variant != "image_only"
             else None
         )
+        #: The event branch's maps lifted to the image encoder's channels (1x1 per stage);
+        #: ``None`` when both encoders have the same widths.
+        self.event_lift = (
+            nn.ModuleList(
+                nn.Conv2d(event_dim, dim, 1)
+                for event_dim, dim in zip(event_backbone.embed_dims, backbone.embed_dims)
+            )
+            if self.event_encoder is not None and event_backbone.embed_dims != backbone.embed_dims
+            else None
+        )
+        #: Channels of the per-stage maps both branches hand to fusion and the losses.
+        self.stage_channels = tuple(backbone.embed_dims)
         self.fusion = (
             nn.ModuleList(
-                CrossModalFusion(dim, num_heads=heads, reduction_ratio=ratio)
-                for dim, heads, ratio in zip(
-                    backbone.embed_dims, config.fusion_heads, backbone.sr_ratios
+                CrossModalFusion(
+                    dim,
+                    num_heads=heads,
+                    reduction_ratio=ratio,
+                    attention=stage in config.fusion_attention_stages,
+                )
+                for stage, (dim, heads, ratio) in enumerate(
+                    zip(backbone.embed_dims, config.fusion_heads, backbone.sr_ratios)
                 )
             )
             if config.variant == "fused"
@@ -348,6 +450,8 @@ class CACDNet(nn.Module):
         )
         if self.fusion is not None:
             self.fusion.apply(init_weights)  # the modality embedding keeps its own init
+        if self.event_lift is not None:
+            self.event_lift.apply(init_weights)
         self.decoder.apply(init_weights)
         # near-zero class scores at the start (SegFormer's decode-head rule): with the He
         # rule the initial cross-entropy was ~4x ln(num_classes), which slows early training
@@ -357,20 +461,36 @@ class CACDNet(nn.Module):
         """Constructor arguments as plain values, for checkpoints and model metadata."""
         return self.cacd_config.to_dict()
 
-    def forward_features(self, image: torch.Tensor, events: torch.Tensor) -> CACDOutput:
-        """Run the network and keep every intermediate the training losses use."""
+    def forward_features(
+        self, image: torch.Tensor, events: torch.Tensor, *, keep_features: bool = True
+    ) -> CACDOutput:
+        """Run the network and keep every intermediate the training losses use.
+
+        ``keep_features=False`` (inference) skips building the lifted event maps the losses
+        compare; ``event_features`` are then the event encoder's own maps.
+        """
         reference = events if self.image_encoder is None else image
         image_features: list[torch.Tensor] = []
         event_features: list[torch.Tensor] = []
         if self.image_encoder is not None:
             normalized = normalize_image(image, self.image_mean, self.image_std)
             image_features = self.image_encoder(normalized)
+        raw_event_features: list[torch.Tensor] = []
         if self.event_encoder is not None:
-            event_features = self.event_encoder(normalize_events(events))
+            raw_event_features = self.event_encoder(normalize_events(events))
+            event_features = raw_event_features
+            if self.event_lift is not None and keep_features:
+                event_features = [
+                    lift(stage) for lift, stage in zip(self.event_lift, raw_event_features)
+                ]
         if self.fusion is not None:
+            lifts = self.event_lift or [None] * len(self.fusion)
+            # Fusion lifts the event maps itself (folded into its projection where it can).
             fused = [
-                fuse(image_map, event_map)
-                for fuse, image_map, event_map in zip(self.fusion, image_features, event_features)
+                fuse(image_map, event_map, lift)
+                for fuse, image_map, event_map, lift in zip(
+                    self.fusion, image_features, raw_event_features, lifts
+                )
             ]
         else:
             fused = image_features or event_features
@@ -383,7 +503,7 @@ class CACDNet(nn.Module):
 
     def forward(self, image: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes, H, W)``."""
-        return self.forward_features(image, events).logits
+        return self.forward_features(image, events, keep_features=False).logits
 
     def encoders(self) -> dict[str, MixTransformerEncoder]:
         """The encoders this variant built, by part name."""
@@ -402,9 +522,13 @@ class CACDNet(nn.Module):
         Raises:
             PretrainedWeightsError: The file does not fit (see :func:`load_mit_pretrained`).
         """
+        config = self.cacd_config
+        sizes = {"image_encoder": config.backbone, "event_encoder": config.event_size}
         return {
             name: load_mit_pretrained(encoder, path, strict=strict)
             for name, encoder in self.encoders().items()
+            # a narrower event encoder has no published weights: it starts from scratch
+            if sizes[name] == config.backbone
         }
 
     def parameter_summary(self) -> dict[str, int]:
@@ -412,6 +536,7 @@ class CACDNet(nn.Module):
         parts: dict[str, nn.Module | None] = {
             "image_encoder": self.image_encoder,
             "event_encoder": self.event_encoder,
+            "event_lift": self.event_lift,
             "fusion": self.fusion,
             "decoder": self.decoder,
         }
@@ -426,7 +551,8 @@ class CACDNet(nn.Module):
         """Multi-line human-readable summary: configuration and parameters per part."""
         config = self.cacd_config
         lines = [
-            f"CACD {config.backbone} {config.variant}: {config.num_classes} classes, "
+            f"CACD {config.backbone} {config.variant} (event encoder {config.event_size}): "
+            f"{config.num_classes} classes, "
             f"decoder {config.decoder_channels} channels"
         ]
         lines += [

@@ -2,8 +2,9 @@
 
 The argmax runs inside the graph and the mask leaves it as uint8, so the node's hot path copies
 one byte per pixel instead of ``num_classes`` floats and needs no numpy post-processing. The
-label set and input contract are stored as ONNX metadata so a model file documents itself and
-the runtime can refuse a model trained for another label set.
+label set, input contract, architecture and training data are stored as ONNX metadata so a model
+file documents itself and the runtime can refuse a model trained for another label set.
+:func:`export_checkpoint` is ``evseg export``: a checkpoint in, the node's ONNX file out.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import onnx
 import torch
 from torch import nn
 
-from evseg_ros.labels import DSEC_11, LabelSet
+from evseg_ros.labels import DSEC_11, LabelSet, get_label_set
+from evseg_ros.model.cacd import CACDNet
+from evseg_ros.model.checkpoint import UNKNOWN, load_model
 from evseg_ros.runtime.backend import (
     INPUT_CONTRACT,
     INPUT_NAMES,
     LOGITS_OUTPUT,
     MASK_OUTPUT,
+    META_ARCHITECTURE,
+    META_CHECKPOINT,
     META_CLASSES,
     META_CONTRACT,
     META_LABEL_SET,
+    META_TRAINING_DATA,
     META_VARIANT,
 )
 
@@ -61,8 +67,9 @@ def _default_file_mode() -> int:
 def _restore_unused_inputs(proto: onnx.ModelProto) -> None:
     """Put back contract inputs the tracer dropped because the graph never reads them.
 
-    The frame-only variant ignores ``events``; keeping it as a graph input makes that model a
-    drop-in replacement for the fused one (same feeds, and the runtime's contract check holds).
+    The single-modality variants ignore one input; keeping it as a graph input makes such a
+    model a drop-in replacement for the fused one (same feeds, and the runtime's contract check
+    holds).
     """
     present = {value.name: value for value in proto.graph.input}
     ordered = []
@@ -96,6 +103,8 @@ def export_onnx(
     with_logits: bool = True,
     label_set: LabelSet = DSEC_11,
     variant: str | None = None,
+    architecture: str | None = None,
+    training_data: str = UNKNOWN,
     metadata: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -109,7 +118,11 @@ def export_onnx(
         with_logits: Also output ``logits`` (float32); the node only needs ``mask``.
         label_set: Classes the model predicts, recorded in the metadata.
         variant: Recorded in the metadata; defaults to ``model.variant`` if present.
-        metadata: Extra string key/values to store (e.g. training provenance).
+        architecture: Recorded in the metadata; defaults to the CACD config's name (e.g.
+            ``cacd-mit-b0``), ``"unknown"`` for another network.
+        training_data: One line on the training set (see
+            :func:`~evseg_ros.model.checkpoint.training_data_summary`).
+        metadata: Extra string key/values to store; they win over the ones above.
         overwrite: Replace an existing file; without it an existing file is an error, because
             a shipped model silently replaced by a test export is hard to notice.
 
@@ -120,6 +133,8 @@ def export_onnx(
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
+    if architecture is None:
+        architecture = model.cacd_config.architecture() if isinstance(model, CACDNet) else UNKNOWN
     if path.exists() and not overwrite:
         msg = f"{str(path)!r} already exists; pass overwrite=True to replace it"
         raise FileExistsError(msg)
@@ -165,7 +180,9 @@ def export_onnx(
         props = {
             META_LABEL_SET: label_set.name,
             META_CLASSES: ",".join(label_set.classes),
-            META_VARIANT: str(variant or getattr(model, "variant", "unknown")),
+            META_VARIANT: str(variant or getattr(model, "variant", UNKNOWN)),
+            META_ARCHITECTURE: architecture,
+            META_TRAINING_DATA: training_data,
             META_CONTRACT: INPUT_CONTRACT,
             **(metadata or {}),
         }
@@ -181,3 +198,49 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    path: str | Path,
+    *,
+    height: int = 240,
+    width: int = 320,
+    with_logits: bool = True,
+    ema: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Export a CACD checkpoint (``evseg train`` or ``save_cacd_checkpoint``) to ONNX.
+
+    The network comes from :func:`~evseg_ros.model.checkpoint.load_model`; the metadata name its
+    architecture, the label set the trainer recorded (DSEC-11 when none), the training data and
+    the checkpoint the weights came from.
+
+    Args:
+        checkpoint: Checkpoint file.
+        path: ONNX file to write.
+        height: Tracing height (the axis stays dynamic).
+        width: Tracing width (the axis stays dynamic).
+        with_logits: Also output ``logits``.
+        ema: Export the EMA teacher's weights instead of the student's.
+        overwrite: Replace an existing ``path``.
+
+    Raises:
+        CheckpointError: The checkpoint cannot be loaded (a ``ValueError``).
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    model, info = load_model(checkpoint, ema=ema)
+    label_set = get_label_set(info.label_set) if info.label_set else DSEC_11
+    return export_onnx(
+        model,
+        path,
+        height=height,
+        width=width,
+        with_logits=with_logits,
+        label_set=label_set,
+        variant=info.variant,
+        architecture=info.architecture,
+        training_data=info.training_data,
+        metadata={META_CHECKPOINT: info.provenance()},
+        overwrite=overwrite,
+    )

@@ -70,7 +70,14 @@ MIT_CONFIGS: dict[str, MitConfig] = {
     "mit_b3": MitConfig(embed_dims=_LARGE_DIMS, depths=(3, 4, 18, 3)),
     "mit_b4": MitConfig(embed_dims=_LARGE_DIMS, depths=(3, 8, 27, 3)),
     "mit_b5": MitConfig(embed_dims=_LARGE_DIMS, depths=(3, 6, 40, 3)),
+    # Not a published size: half of B0's width and depth, for the event branch of the shipped
+    # fused model. An event frame is sparse and colourless, so a narrower encoder sees what it
+    # holds (edges, motion) at 1/7 of B0's cost; see CACDConfig.event_backbone.
+    "mit_e0": MitConfig(embed_dims=(16, 32, 80, 128), depths=(1, 1, 1, 1)),
 }
+
+#: Sizes with published ImageNet weights (the others always train from scratch).
+PUBLISHED_MIT_SIZES = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5")
 
 
 def mit_config(name: str) -> MitConfig:
@@ -105,6 +112,14 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    if isinstance(module, OverlapPatchEmbedding):
+        # ``apply`` visits children first, so this overrides the zero bias set just above. An
+        # all-zero input (a dropped or missing modality, what the runtime feeds) makes every
+        # token equal to this bias; a zero bias gives the layer norm a zero-variance vector,
+        # whose backward scales by 1/sqrt(eps) at every norm down the stack and overflows
+        # float32. A small non-constant bias keeps those tokens well conditioned.
+        bound = 1.0 / math.sqrt(module.projection.weight[0].numel())
+        nn.init.uniform_(module.projection.bias, -bound, bound)
 
 
 def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:

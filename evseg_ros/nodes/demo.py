@@ -20,7 +20,7 @@ DEMO_RECORDING = RecordingSpec(
 )
 #: replay speed the demo runs at: what a 2-core machine sustains with two busy processes beside
 #: it (masks for >= 90 % of the frames); ``--rate`` changes it
-DEMO_RATE = 0.25
+DEMO_RATE = 0.15
 
 
 def run_demo(

@@ -7,9 +7,11 @@ paired with the ground truth by exact stamp. ``realtime`` pacing measures what t
 sustains at ``rate`` (drops counted); ``lockstep`` waits for every mask and gives the same
 accuracy on any machine.
 
-The frame-only comparison runs the frame-only model on exactly the frames the fused model got
+The frame-only comparison runs the frame-only baseline on exactly the frames the fused model got
 a mask for, on the same preprocessed pixels (taken from the segmentation node's input), after
-the replay, so it costs the live graph nothing.
+the replay, so it costs the live graph nothing. The baseline is the evaluated model itself with
+an all-zero event frame (what the node's frame-only mode runs), unless ``frame_only_model``
+names a separate model; ``report.json`` names it under ``frame_only_baseline``.
 
 Faults (``--drop-events``, ``--drop-frames``, ``--packet-loss``) are injected by the replaying
 drivers themselves (:mod:`evseg_ros.sources.replay_faults`); the report says which mode served
@@ -71,7 +73,8 @@ class EvalOptions:
     mode: str = "realtime"
     rate: float = 1.0
     compare_frame_only: bool = False
-    frame_only_model: str = "models/demo_image_only.onnx"
+    #: the frame-only baseline: empty = the evaluated model with an all-zero event frame
+    frame_only_model: str = ""
     labels_dir: str | Path | None = None
     topics: RecordingTopics = field(default_factory=RecordingTopics)
     timeout_s: float | None = None
@@ -121,6 +124,8 @@ class _ReplayResult:
     tap: _InputTap
     observer: EvalObserver
     problems: list[str]
+    #: the segmentation node's backend (the evaluated model), usable after the graph is gone
+    backend: SegmentationBackend
 
 
 def _panel_stamps(contents: RecordingContents, count: int) -> dict[int, str]:
@@ -197,6 +202,7 @@ def _replay(
         segmentation = graph.nodes["segmentation"]
         if segmentation.segmenter is None:
             raise RuntimeBackendError(segmentation.error)
+        backend = segmentation.segmenter.backend
         for name in ("evk4_driver", "flir_driver"):
             if graph.nodes[name].source is None:
                 problems.append(f"{name}: {graph.nodes[name].error}")
@@ -255,7 +261,7 @@ def _replay(
         sync = {key: accumulator.get(f"sync_{key}") for key in SYNC_REPORT_KEYS}
         latency = segmentation.latency.samples()
         latency["frame_to_mask"] = observer.frame_to_mask_ms(dict(flir.published_at))
-    return _ReplayResult(counts, sync, latency, tap, observer, problems)
+    return _ReplayResult(counts, sync, latency, tap, observer, problems, backend)
 
 
 def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> EvalOutcome:
@@ -291,7 +297,9 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     label_set_name = configured_parameter(options.config, "segmentation", "label_set")
     label_set = get_label_set(label_set_name or "dsec11")
     fused = _Scores(label_set.num_classes)
-    frame_only_backend = _frame_only_backend(options, problems)
+    frame_only_backend, frame_only_baseline = _frame_only_backend(
+        options, replayed.backend, model_path, problems
+    )
     frame_only = None if frame_only_backend is None else _Scores(label_set.num_classes)
     degradation = _Degradation(
         label_set.num_classes, faults, contents.start_ns, compared=frame_only is not None
@@ -360,6 +368,7 @@ def run_eval(bag: str | Path, output_dir: str | Path, options: EvalOptions) -> E
     files = _write_panels(observer, tap, panel_stamps, panel_truth, label_set, output_dir)
     run.wall_s = time.monotonic() - start
     report = build_report(run)
+    report["frame_only_baseline"] = frame_only_baseline
     report["panels"] = [str(p) for p in files]
     files += write_report(report, run, output_dir)
     return EvalOutcome(report, run, files)
@@ -446,15 +455,24 @@ class _Scores:
         matrix.update(mask, truth)
 
 
-def _frame_only_backend(options: EvalOptions, problems: list[str]) -> SegmentationBackend | None:
-    """The frame-only model's backend for ``--compare-frame-only`` (None without it)."""
+def _frame_only_backend(
+    options: EvalOptions, evaluated: SegmentationBackend, model_path: Path, problems: list[str]
+) -> tuple[SegmentationBackend | None, str | None]:
+    """The frame-only baseline of ``--compare-frame-only`` and a line saying what it is.
+
+    Without ``frame_only_model`` it is the evaluated model's own backend (same engine, same
+    network size) fed an all-zero event frame, as the node's frame-only mode runs it; with one,
+    that separate model on ONNX Runtime. ``(None, None)`` without the comparison.
+    """
     if not options.compare_frame_only:
-        return None
+        return None, None
+    if not options.frame_only_model:
+        return evaluated, f"{model_path} with an all-zero event frame (the evaluated model)"
     path = resolve_package_path(options.frame_only_model)
     if not path.is_file():
         problems.append(f"frame-only model {str(path)!r} does not exist: no comparison")
-        return None
-    return create_backend("onnxruntime", path)
+        return None, None
+    return create_backend("onnxruntime", path), f"{path} (a separate frame-only model)"
 
 
 def _write_panels(

@@ -6,9 +6,12 @@ Outputs carry the camera frame's header, so a mask can be matched to its frame b
 downstream. The overlay is only computed while someone subscribes to it.
 
 Each frame runs in the mode that is still right (:mod:`evseg_ros.pipeline.modality`): fused when
-the frame and its event window are both good, the frame-only model when the events are missing,
-late or unsynced, and the fused model on the events alone when no usable frame came (a frameless
-event frame from the accumulator, or a malformed image). ``segmentation/status`` says which, per
+the frame and its event window are both good, frame-only when the events are missing, late or
+unsynced, and event-only when no usable frame came (a frameless event frame from the
+accumulator, or a malformed image). One network serves all three: the missing modality is fed as
+exact zeros (an all-zero event frame, a black image), which is what it saw for a dropped
+modality in training; ``frame_only_model_path`` may still name a separate frame-only model.
+``segmentation/status`` says which, per
 mask; ``/diagnostics`` goes WARN with the reason at once (not at the next period) and back to OK
 at the first fused frame. Inference runs on a worker thread (:mod:`.inference_worker`), so the
 executor and the diagnostics keep going while a frame is being segmented, and an overloaded or
@@ -56,11 +59,15 @@ PARAMS: tuple[Param, ...] = (
         "calibration_file", "config/calibration/sim_rig.yaml",
         "rig calibration: frames are remapped onto its output grid, where the event frames are",
     ),
-    Param("model_path", "models/demo_fusion.onnx", "ONNX model (image + events -> mask)"),
     Param(
-        "frame_only_model_path", "models/demo_image_only.onnx",
-        "model for frames whose events are missing, late or unsynced (frame-only mode); "
-        "empty = the fused model with an empty event frame",
+        "model_path", "models/cacd_b0_sim.onnx",
+        "CACD model (image + events -> mask): an ONNX export, or a .pt checkpoint for the "
+        "pytorch backend",
+    ),
+    Param(
+        "frame_only_model_path", "",
+        "frames whose events are missing, late or unsynced (frame-only mode): empty = model_path "
+        "with an all-zero event frame; a path = a separate model for them",
     ),
     Param("backend", "auto", "inference backend", ("auto", "onnxruntime", "pytorch")),
     Param("network_width", 0, "network input width [px]; 0 = the frame's width", low=0),
@@ -138,7 +145,7 @@ class SegmentationNode(Node):
         self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
 
     def _load_models(self, size: tuple[int, int]) -> None:
-        """The fused model and the frame-only fallback; a failure leaves the node up, in ERROR.
+        """The model, and a separate frame-only one if named; a failure leaves the node in ERROR.
 
         Each runs once on a blank frame of the output ``size`` (height, width) here, so the
         first camera frames do not wait behind the engine's warm-up (and get dropped).
@@ -154,7 +161,9 @@ class SegmentationNode(Node):
                 network_width=int(self.params["network_width"]),
                 network_height=int(self.params["network_height"]), **options,
             )
-            self.get_logger().info(f"backend {backend.name!r} running {path!r}")
+            self.get_logger().info(
+                f"backend {backend.name!r} running {path!r}: {backend.description}"
+            )
             model = Segmenter(backend, label_set, overlay_alpha=float(self.params["overlay_alpha"]))
             try:
                 model.process(np.zeros((*size, 3), np.uint8), np.zeros((3, *size), np.float32))
@@ -175,6 +184,8 @@ class SegmentationNode(Node):
             self.segmenter = segmenter(self.params["model_path"])
             if self.params["frame_only_model_path"]:
                 self.frame_only = segmenter(self.params["frame_only_model_path"])
+            else:
+                self.get_logger().info("frame-only mode: the same model, all-zero event frame")
         except RuntimeBackendError as err:
             self.error = str(err)
             self.get_logger().error(self.error)
@@ -285,12 +296,17 @@ class SegmentationNode(Node):
             return None, f"bad camera frame: {err}"
 
     def _infer(self, mode: Mode, image: np.ndarray | None, event_frame: np.ndarray):
+        """Run the mode's model; the modality the mode leaves out goes in as exact zeros.
+
+        A black uint8 image reaches the network as 0.0 and an all-zero event frame as 0.0
+        counts and times: the input a dropped modality had in training.
+        """
         want_overlay = self.overlay_publisher.get_subscription_count() > 0
         segmenter = self.segmenter
         if mode is Mode.EVENT_ONLY:
             image = np.zeros((*event_frame.shape[1:], 3), np.uint8)
         elif mode is Mode.FRAME_ONLY:
-            event_frame = np.zeros_like(event_frame)
+            event_frame = np.zeros(event_frame.shape, np.float32)
             segmenter = self.frame_only or self.segmenter
         try:
             return segmenter.process(image, event_frame, want_overlay=want_overlay)

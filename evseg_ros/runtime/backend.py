@@ -37,6 +37,17 @@ META_LABEL_SET = "evseg.label_set"
 META_CLASSES = "evseg.classes"
 META_VARIANT = "evseg.variant"
 META_CONTRACT = "evseg.input_contract"
+#: Short network name, e.g. ``cacd-mit-b0`` or ``cacd-mit-b0+evt-mit-e0``.
+META_ARCHITECTURE = "evseg.architecture"
+#: One line on the training set (type, seeds or root, frames, crop), or ``unknown``.
+META_TRAINING_DATA = "evseg.training_data"
+#: Which weights of which checkpoint file were exported (file name, step, student/EMA).
+META_CHECKPOINT = "evseg.checkpoint"
+
+
+def model_description(architecture: str, variant: str, training_data: str) -> str:
+    """The one line every backend logs about its model, from the metadata it read."""
+    return f"{architecture} {variant}, trained on {training_data}"
 
 
 @dataclass
@@ -63,6 +74,8 @@ class SegmentationBackend(Protocol):
     name: str
     #: Where it runs (``"cpu"``, ``"cuda"``).
     device: str
+    #: One line naming the network and what it was trained on, for logs.
+    description: str
 
     def infer(self, image: np.ndarray, events: np.ndarray) -> SegmentationResult:
         """Segment one frame.
@@ -191,10 +204,11 @@ def create_backend(
     level = logging.INFO if name == "auto" else logging.DEBUG
     _LOG.log(
         level,
-        "segmentation backend %s on %s (requested %r) for %s",
+        "segmentation backend %s on %s (requested %r) for %s: %s",
         backend.name,
         backend.device,
         name,
         model_path,
+        backend.description,
     )
     return backend

@@ -9,7 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 #: How to get a model when none is found; quoted in :class:`ModelNotFoundError`.
-TRAIN_COMMAND = "python scripts/train_demo_model.py"
+TRAIN_COMMAND = "evseg train --config config/train/cacd_b0_sim.yaml"
+#: How to turn the trained checkpoint into the file the node loads.
+EXPORT_COMMAND = (
+    "evseg export --checkpoint output/train/cacd_b0_sim/last.pt --output models/<name>.onnx"
+)
 
 
 class RuntimeBackendError(RuntimeError):
@@ -25,9 +29,9 @@ class ModelNotFoundError(RuntimeBackendError, FileNotFoundError):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         super().__init__(
-            f"segmentation model not found: {self.path!r}. Train and export the demo model with "
-            f"`{TRAIN_COMMAND}` (writes models/demo_fusion.onnx), or set model_path to an "
-            "existing ONNX file."
+            f"segmentation model not found: {self.path!r}. Train a CACD model with "
+            f"`{TRAIN_COMMAND}` and export it with `{EXPORT_COMMAND}`, or set model_path to an "
+            "existing ONNX file (or a .pt checkpoint for the pytorch backend)."
         )
 
     def __str__(self) -> str:
@@ -35,4 +39,4 @@ class ModelNotFoundError(RuntimeBackendError, FileNotFoundError):
         return str(self.args[0])
 
 
-__all__ = ["TRAIN_COMMAND", "ModelNotFoundError", "RuntimeBackendError"]
+__all__ = ["EXPORT_COMMAND", "TRAIN_COMMAND", "ModelNotFoundError", "RuntimeBackendError"]

@@ -15,10 +15,13 @@ from evseg_ros.runtime.backend import (
     INPUT_NAMES,
     LOGITS_OUTPUT,
     MASK_OUTPUT,
+    META_ARCHITECTURE,
     META_CLASSES,
     META_LABEL_SET,
+    META_TRAINING_DATA,
     META_VARIANT,
     SegmentationResult,
+    model_description,
     resize_mask,
     to_network_inputs,
 )
@@ -124,6 +127,11 @@ class OnnxRuntimeBackend:
         self.metadata: dict[str, str] = dict(self._engine.get_modelmeta().custom_metadata_map)
         self.class_names = tuple(c for c in self.metadata.get(META_CLASSES, "").split(",") if c)
         self.variant = self.metadata.get(META_VARIANT, "unknown")
+        #: What the exporter recorded about the network and its training set ("unknown" for a
+        #: model exported without them).
+        self.architecture = self.metadata.get(META_ARCHITECTURE, "unknown")
+        self.training_data = self.metadata.get(META_TRAINING_DATA, "unknown")
+        self.description = model_description(self.architecture, self.variant, self.training_data)
         self._has_logits = self._validate(expected_label_set)
         static = self._static_size
         requested = (network_width, network_height) if network_width else None

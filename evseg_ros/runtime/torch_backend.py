@@ -1,7 +1,8 @@
-"""PyTorch backend: runs a :class:`~evseg_ros.model.demo_net.DemoFusionNet` checkpoint on CPU.
+"""PyTorch backend: runs a CACD checkpoint on CPU, as ``evseg train`` wrote it.
 
 Useful to check a freshly trained checkpoint before exporting it, and as a reference to compare
-the ONNX graph against; the node's default remains ONNX Runtime.
+the ONNX graph against; the node's default remains ONNX Runtime. The checkpoint is read by
+:func:`evseg_ros.model.checkpoint.load_model`, the loader export uses too.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from evseg_ros.runtime.backend import SegmentationResult, resize_mask, to_network_inputs
+from evseg_ros.runtime.backend import (
+    SegmentationResult,
+    model_description,
+    resize_mask,
+    to_network_inputs,
+)
 from evseg_ros.runtime.errors import ModelNotFoundError, RuntimeBackendError
 
 
 class TorchBackend:
-    """Run a ``.pt`` checkpoint written by :func:`evseg_ros.model.demo_net.save_checkpoint`.
+    """Run a CACD checkpoint: what ``evseg train`` or ``save_cacd_checkpoint`` wrote.
 
     Args:
         model_path: Checkpoint file. An ``.onnx`` path is accepted when a checkpoint with the
@@ -26,6 +32,10 @@ class TorchBackend:
         network_height: Height to run at; 0 = native.
         num_threads: torch intra-op threads; 0 leaves torch's default.
         return_logits: Copy the logits out with every result.
+
+    Raises:
+        ModelNotFoundError: The file does not exist.
+        RuntimeBackendError: torch is missing, or the file is not a CACD checkpoint (one line).
     """
 
     name = "pytorch"
@@ -48,19 +58,25 @@ class TorchBackend:
         try:
             import torch
 
-            from evseg_ros.model.demo_net import load_checkpoint
+            from evseg_ros.model.checkpoint import CheckpointError, load_model
         except ImportError as err:
             msg = "the pytorch backend needs the torch package"
             raise RuntimeBackendError(msg) from err
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         try:
-            self._model = load_checkpoint(self.model_path)
-        except Exception as err:  # noqa: BLE001 - pickle/zip/key errors: not our checkpoint
-            msg = f"cannot load {str(self.model_path)!r} as a DemoFusionNet checkpoint: {err}"
+            self._model, info = load_model(self.model_path)
+        except CheckpointError as err:
+            msg = (
+                f"{err}; the pytorch backend runs checkpoints of `evseg train` or "
+                "save_cacd_checkpoint"
+            )
             raise RuntimeBackendError(msg) from None
         self._torch = torch
-        self.variant = self._model.variant
+        self.variant = info.variant
+        self.architecture = info.architecture
+        self.training_data = info.training_data
+        self.description = model_description(info.architecture, info.variant, info.training_data)
         self.network_size = (network_width, network_height) if network_width else None
         self.return_logits = return_logits
 

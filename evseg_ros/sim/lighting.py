@@ -165,8 +165,8 @@ class SensorModel:
     gamma: float = 2.2
 
 
-def expose(radiance: np.ndarray, exposure_us: float, gain: float, rng: np.random.Generator,
-           sensor: SensorModel = SensorModel()) -> np.ndarray:
+def expose(radiance: np.ndarray, exposure_us: float, gain: float,
+           rng: np.random.Generator | None, sensor: SensorModel = SensorModel()) -> np.ndarray:
     """Turn mean scene radiance over the exposure into an 8-bit RGB frame.
 
     Shot noise scales with the square root of the collected electrons and read noise is added
@@ -176,7 +176,8 @@ def expose(radiance: np.ndarray, exposure_us: float, gain: float, rng: np.random
         radiance: (H, W, 3) float32 linear radiance averaged over the exposure.
         exposure_us: Exposure time in microseconds.
         gain: Analogue gain.
-        rng: Source of the sensor noise (seeded by the caller for reproducible frames).
+        rng: Source of the sensor noise (seeded by the caller for reproducible frames);
+            ``None`` exposes without noise (the simulator's clean reference render).
         sensor: Sensor constants.
     """
     electrons = np.minimum(radiance * np.float32(exposure_us * 1e-6 * sensor.sensitivity),
@@ -184,7 +185,9 @@ def expose(radiance: np.ndarray, exposure_us: float, gain: float, rng: np.random
     scale = np.float32(gain / sensor.full_well_e)
     sigma = np.sqrt(scale * scale * (electrons + np.float32(sensor.read_noise_e**2))
                     + np.float32(sensor.adc_noise**2))
-    value = electrons * scale + sigma * rng.standard_normal(radiance.shape, dtype=np.float32)
+    value = electrons * scale
+    if rng is not None:
+        value = value + sigma * rng.standard_normal(radiance.shape, dtype=np.float32)
     np.clip(value, 0.0, 1.0, out=value)
     code = (value * np.float32(4095.0) + np.float32(0.5)).astype(np.uint16)
     return _gamma_lut(sensor.gamma)[code]

@@ -191,6 +191,21 @@ class CoaxialRigSim:
         return SimFrame(t_us=t_us, image=image, labels=truth.labels.copy(),
                         instances=truth.instances.copy(), lighting=light, exposure_us=exposure)
 
+    def render_clean_frame(self, t_us: int) -> np.ndarray:
+        """The frame of ``t_us`` as a well-exposed camera would have taken it: uint8 RGB.
+
+        The scene at the exposure mid-point of :meth:`render_frame` (the instant its labels
+        show), under NORMAL light and exposure, without motion blur, bloom or sensor noise.
+        Training uses it where CACD uses EvLight's reconstruction from frame + events; it is
+        privileged information a real rig never has (a reconstruction network only
+        approximates it), so it may only feed training-time targets, never the network input.
+        """
+        t_us = int(t_us)
+        t_mid = t_us + self.exposure_us(self.lighting_at(t_us)) // 2
+        params = self._params[Lighting.NORMAL]
+        radiance = self._frame_renderer.render(t_mid, params.illumination, "rgb").radiance
+        return expose(radiance, self.exposure_us(Lighting.NORMAL), params.gain, None)
+
     def render_frame_labels(self, t_us: int) -> tuple[np.ndarray, np.ndarray]:
         """Labels and instances through the frame camera at exactly ``t_us`` (no exposure)."""
         truth = self._frame_renderer.render(int(t_us), self._illumination(int(t_us)), "labels")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 __all__ = [
     "add_export_parser",
@@ -45,6 +44,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
     )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train from random weights even where the config names ImageNet weights "
+        "(model.pretrained)",
+    )
     parser.set_defaults(func=run_train)
     return parser
 
@@ -60,7 +65,11 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--width", type=int, default=320, help="tracing width (axis stays dynamic)")
     parser.add_argument("--no-logits", action="store_true", help="output the mask only")
     parser.add_argument("--ema", action="store_true", help="export the EMA teacher's weights")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.add_argument(
+        "--weights-output",
+        help="also write a weights-only checkpoint (no optimiser state) for the pytorch backend",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.set_defaults(func=run_export)
     return parser
 
@@ -73,11 +82,12 @@ def run_train(args: argparse.Namespace) -> int:
     from evseg_ros.train.trainer import NonFiniteTrainingError, Trainer
 
     try:
+        overrides = [*args.overrides, *(["model.from_scratch=true"] if args.from_scratch else [])]
         if args.config:
-            config = load_train_config(args.config, args.overrides)
+            config = load_train_config(args.config, overrides)
         elif args.resume:
             stored = load_training_checkpoint(args.resume)["train_config"]
-            config = TrainConfig.from_dict(apply_overrides(stored, args.overrides))
+            config = TrainConfig.from_dict(apply_overrides(stored, overrides))
         else:
             print("evseg train: pass --config (or --resume with a checkpoint)", file=sys.stderr)
             return 2
@@ -103,53 +113,29 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Run ``evseg export``; returns the exit status (2 for a bad checkpoint or target)."""
-    import torch
+    from evseg_ros.model.checkpoint import load_model, save_weights_only
+    from evseg_ros.model.export import export_checkpoint
 
-    from evseg_ros.labels import DSEC_11, get_label_set
-    from evseg_ros.model.cacd import CACDConfig, CACDNet
-    from evseg_ros.model.export import export_onnx
-
-    path = Path(args.checkpoint)
     try:
-        if not path.is_file():
-            msg = f"checkpoint {str(path)!r} does not exist"
-            raise FileNotFoundError(msg)
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or data.get("arch") != "cacd":
-            msg = f"{str(path)!r} is not a CACD checkpoint"
-            raise ValueError(msg)
-        model = CACDNet(CACDConfig.from_dict(data["config"]))
-        state = data["state_dict"]
-        if args.ema:
-            if not data.get("ema"):
-                msg = f"{str(path)!r} holds no EMA teacher (semi.ema_teacher was off)"
-                raise ValueError(msg)
-            state = data["ema"]["state_dict"]
-        model.load_state_dict(state)
-        model.eval()
-        label_set = get_label_set(data["label_set"]) if "label_set" in data else DSEC_11
-        metadata = {"evseg.training_data": _provenance(data, path, ema=args.ema)}
-        written = export_onnx(
-            model,
+        model, info = load_model(args.checkpoint, ema=args.ema)
+        if args.weights_output:  # first: a refused target must not leave half the outputs
+            save_weights_only(
+                args.checkpoint, args.weights_output, ema=args.ema, overwrite=args.overwrite
+            )
+        written = export_checkpoint(
+            args.checkpoint,
             args.output,
             height=args.height,
             width=args.width,
             with_logits=not args.no_logits,
-            label_set=label_set,
-            variant=model.variant,
-            metadata=metadata,
+            ema=args.ema,
             overwrite=args.overwrite,
         )
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
         print(f"evseg export: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {written} ({model.cacd_config.backbone} {model.variant}, {label_set.name})")
+    print(
+        f"wrote {written} ({model.cacd_config.backbone} {info.variant}, "
+        f"{info.label_set or 'dsec11'}; {info.architecture}, trained on {info.training_data})"
+    )
     return 0
-
-
-def _provenance(data: dict, path: Path, *, ema: bool) -> str:
-    """One line saying what the weights were trained on, for the ONNX metadata."""
-    train = data.get("train_config", {}).get("data", {}).get("train", {})
-    source = ", ".join(f"{k}={train[k]}" for k in ("type", "root", "seeds") if k in train)
-    weights = "EMA teacher" if ema else "student"
-    return f"{source or 'unknown data'}; step {data.get('step', '?')}; {weights}; {path.name}"

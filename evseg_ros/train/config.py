@@ -5,7 +5,7 @@ A file looks like ``config/train/cacd_b0_sim.yaml``::
     model:  {backbone: mit_b0, variant: fused, num_classes: 11, pretrained: null, ...}
     data:   {train: {type: sim, ...}, val: {...}, unlabelled: null, batch_size: 8, ...}
     optim:  {name: adam, lr: 1.0e-4, weight_decay: 0.0, poly_power: 0.9, warmup_steps: 0}
-    loss:   {use_hfca: true, use_jbcd: true, weights: {intra: 0.0005, ...}, aux_weight: 0.4}
+    loss:   {use_hfca: true, use_jbcd: true, weights: {intra: 0.0005, ...}, hfca_stage: 2}
     train:  {max_steps: 300, grad_accumulation: 1, amp: off, seed: 0, output_dir: ..., ...}
     semi:   {pseudo_labels: {enabled: false, ...}, ema_teacher: {enabled: false, ...}}
 
@@ -85,14 +85,19 @@ class ModelSection:
 
     Attributes:
         cacd: Constructor arguments of :class:`~evseg_ros.model.cacd.CACDNet`.
-        pretrained: ImageNet MiT weights (local file) loaded into every encoder, or ``None``
-            to start from random weights.
+        pretrained: ImageNet MiT weights (local file) loaded into the encoders of the
+            published sizes, or ``None`` to start from random weights. The paper's numbers
+            imply ImageNet initialisation, so its configs name the file; a missing file is an
+            error naming what to download (:meth:`pretrained_file`), never a silent fallback.
+        from_scratch: Train from random weights even though ``pretrained`` names a file: the
+            explicit opt-out (``evseg train --from-scratch``).
         label_set: Name of the label set (``dsec11``, ``cityscapes19``); its class count must
             equal ``num_classes``. Names the per-class IoU columns and the ONNX metadata.
     """
 
     cacd: CACDConfig = field(default_factory=CACDConfig)
     pretrained: str | None = None
+    from_scratch: bool = False
     label_set: str = "dsec11"
 
     def __post_init__(self) -> None:
@@ -114,6 +119,27 @@ class ModelSection:
     def labels(self) -> LabelSet:
         """The label set object."""
         return get_label_set(self.label_set)
+
+    def pretrained_file(self) -> Path | None:
+        """The ImageNet weights to load, or ``None`` (none named, or ``from_scratch``).
+
+        Raises:
+            FileNotFoundError: ``pretrained`` names a file that is not there; the message
+                says which file to download and how to train from scratch instead.
+        """
+        if self.from_scratch or not self.pretrained:
+            return None
+        path = Path(self.pretrained)
+        if not path.is_file():
+            name = self.cacd.backbone.replace("_", "-")
+            msg = (
+                f"model.pretrained {str(path)!r} does not exist: download the ImageNet-1k "
+                f"{name.upper()} encoder weights ({self.cacd.backbone}.pth of the SegFormer "
+                f"release, or the Hugging Face model nvidia/{name}) to that path, or train "
+                "from random weights with --from-scratch (model.from_scratch: true)"
+            )
+            raise FileNotFoundError(msg)
+        return path
 
 
 @dataclass(frozen=True)
@@ -239,32 +265,44 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class LossSection:
-    """The CACD objective and the auxiliary branch heads.
+    """The CACD objective (paper Eq. 8, see :mod:`evseg_ros.train.losses`) and its options.
 
     Attributes:
-        use_hfca: Add HFCA's L_intra and L_inter (needs ``model.variant: fused``).
-        use_jbcd: Add JBCD's L_boundary and L_content (needs ``model.variant: fused``).
-        weights: Loss weights and constants (paper values by default).
-        aux_heads: Build the per-branch auxiliary classifiers; ``null`` = exactly when JBCD
-            is on (its content term needs per-branch class scores).
-        aux_weight: Weight of the cross-entropy of each auxiliary head. The content term is
-            invariant to relabelling classes, so this CE keeps the branch heads' class
-            identities anchored; 0.4 is the usual auxiliary-head weight of segmentation nets.
+        use_hfca: Add HFCA's L_intra and L_inter, Eq. 4-5 (needs ``model.variant: fused``).
+        use_jbcd: Add JBCD's L_boundary and L_content, Eq. 6-7 (needs ``model.variant:
+            fused``); without HFCA they compare the raw encoder features of ``hfca_stage``.
+        weights: λ1-λ4 of Eq. 8 (paper values by default), τ of Eq. 5, alpha/beta of Eq. 7.
+        hfca_stage: 0-based encoder stage that HFCA and JBCD read. 2 (1/16 of the input, a
+            10x10 grid) is the default at 160x160 crops; it is provisional, to be replaced by
+            a measured choice.
+        embedding_dim: Channels of the common space of Eq. 1 (projection heads).
+        max_instances: Instances per image used by Eq. 2-5, the largest ones.
+        modality_dropout: ``[p_image, p_events]``: per sample, the probability that the frame
+            (or the events) is replaced by zeros before the forward pass, so one network learns
+            fused, frame-only and event-only input (the runtime feeds zeros for a missing
+            modality). Never both in one sample, so ``p_image + p_events <= 1``. CE uses every
+            sample, HFCA and JBCD only those with both modalities.
+        log_grad_norms: Every this many optimiser steps, also log the L2 norm of the gradient
+            of each weighted part of Eq. 8 with respect to the network's parameters
+            (``grad_ce``, ``grad_intra``, ...); 0 = never. Each costs one extra backward pass.
+        aux_heads: Build the per-branch auxiliary classifiers (not part of Eq. 8; off by
+            default). With ``semi.pseudo_labels`` the event head gives the event path its
+            own prediction.
+        aux_weight: Weight of the cross-entropy of each auxiliary head (0 = Eq. 8 exactly).
         aux_channels: Width of the auxiliary heads.
-        hfca_stage: Encoder stage HFCA reads (-1 = deepest).
-        embedding_dim: Output size of HFCA's projection heads.
-        max_pixels_per_instance: Pixel cap of L_intra per instance (``null`` = all).
     """
 
     use_hfca: bool = True
     use_jbcd: bool = True
     weights: CACDLossWeights = field(default_factory=CACDLossWeights)
-    aux_heads: bool | None = None
-    aux_weight: float = 0.4
-    aux_channels: int = 64
-    hfca_stage: int = -1
+    hfca_stage: int = 2
     embedding_dim: int = 128
-    max_pixels_per_instance: int | None = 64
+    max_instances: int = 32
+    modality_dropout: tuple[float, float] = (0.0, 0.0)
+    log_grad_norms: int = 0
+    aux_heads: bool = False
+    aux_weight: float = 0.0
+    aux_channels: int = 64
 
     def __post_init__(self) -> None:
         check_value(
@@ -276,25 +314,34 @@ class LossSection:
         check_value(
             self.aux_channels >= 1, "loss.aux_channels", self.aux_channels, "an integer >= 1"
         )
-        check_value(-4 <= self.hfca_stage < 4, "loss.hfca_stage", self.hfca_stage, "in [-4, 3]")
+        check_value(0 <= self.hfca_stage <= 3, "loss.hfca_stage", self.hfca_stage, "in [0, 3]")
         check_value(
             self.embedding_dim >= 1, "loss.embedding_dim", self.embedding_dim, "an integer >= 1"
         )
-        if self.max_pixels_per_instance is not None:
-            check_value(
-                self.max_pixels_per_instance >= 1,
-                "loss.max_pixels_per_instance",
-                self.max_pixels_per_instance,
-                "an integer >= 1 or null",
-            )
-        if self.use_jbcd and self.aux_heads is False:
-            msg = "loss.use_jbcd is true but loss.aux_heads is false; JBCD needs the aux heads"
-            raise ValueError(msg)
+        check_value(
+            self.max_instances >= 1, "loss.max_instances", self.max_instances, "an integer >= 1"
+        )
+        dropout = tuple(self.modality_dropout)
+        check_value(
+            len(dropout) == 2
+            and all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in dropout)
+            and dropout[0] + dropout[1] <= 1.0,
+            "loss.modality_dropout",
+            self.modality_dropout,
+            "[p_image, p_events], each in [0, 1] with p_image + p_events <= 1 (a sample never "
+            "loses both)",
+        )
+        check_value(
+            self.log_grad_norms >= 0,
+            "loss.log_grad_norms",
+            self.log_grad_norms,
+            "an integer >= 0 (0 = off)",
+        )
 
     @property
     def build_aux_heads(self) -> bool:
         """Whether the trainer builds the auxiliary branch classifiers."""
-        return self.use_jbcd if self.aux_heads is None else self.aux_heads
+        return self.aux_heads
 
 
 @dataclass(frozen=True)
@@ -514,6 +561,7 @@ class TrainConfig:
         model = {
             **self.model.cacd.to_dict(),
             "pretrained": self.model.pretrained,
+            "from_scratch": self.model.from_scratch,
             "label_set": self.model.label_set,
         }
         return plain_values(
@@ -561,9 +609,10 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
 
 def _model_section(values: Mapping[str, Any]) -> ModelSection:
     values = dict(values)
-    extra = {name: values.pop(name) for name in ("pretrained", "label_set") if name in values}
+    own = ("pretrained", "from_scratch", "label_set")
+    extra = {name: values.pop(name) for name in own if name in values}
     known = [f.name for f in dataclasses.fields(CACDConfig)]
-    reject_unknown_keys(values, [*known, "pretrained", "label_set"], "model.")
+    reject_unknown_keys(values, [*known, *own], "model.")
     hints = typing.get_type_hints(CACDConfig)
     converted = {k: convert_value(v, hints[k], f"model.{k}") for k, v in values.items()}
     try:
@@ -574,4 +623,6 @@ def _model_section(values: Mapping[str, Any]) -> ModelSection:
         extra["pretrained"] = convert_value(extra["pretrained"], str | None, "model.pretrained")
     if "label_set" in extra:
         extra["label_set"] = convert_value(extra["label_set"], str, "model.label_set")
+    if "from_scratch" in extra:
+        extra["from_scratch"] = convert_value(extra["from_scratch"], bool, "model.from_scratch")
     return ModelSection(cacd=cacd, **extra)

@@ -76,6 +76,9 @@ def convert_value(value: Any, hint: Any, key: str) -> Any:
         return _convert_union(value, typing.get_args(hint), key)
     if origin is tuple:
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+            check_value(isinstance(value, (list, tuple)), key, value, "a list")
+            return tuple(convert_value(v, args[0], key) for v in value)
         check_value(isinstance(value, (list, tuple)), key, value, f"a list of {len(args)} values")
         check_value(len(value) == len(args), key, value, f"a list of {len(args)} values")
         return tuple(convert_value(v, a, key) for v, a in zip(value, args))

@@ -1,7 +1,10 @@
 """Training-only auxiliary classifiers on one encoder branch (never part of the exported model).
 
-They exist for JBCD's content term, which needs class scores of the image and the event branch
-before fusion; the network itself has none.
+Optional and off by default (``loss.aux_heads``): they are not part of CACD's objective (paper
+Eq. 8). They give a branch its own class scores before fusion, for an auxiliary cross-entropy
+(``loss.aux_weight``) and for the semi-supervised pseudo-labels, which train the event path
+through the event branch's head. JBCD's content term has its own heads in
+:class:`~evseg_ros.train.losses.CACDLoss`.
 """
 
 from __future__ import annotations
@@ -15,12 +18,9 @@ __all__ = ["BranchHead"]
 class BranchHead(nn.Module):
     """Class scores of one encoder branch on its own (training-only, never exported).
 
-    JBCD's content term compares the per-class spatial distributions of the image and the
-    event branch, which needs class scores from each branch before fusion. The network has
-    none, so each branch gets this small SegFormer-like head: every stage is projected to
-    ``channels`` by a 1x1 convolution, upsampled to stage 1 (1/4 resolution), summed, and
-    classified by a 1x1 convolution. Using all stages (not only the coarsest at 1/32) keeps
-    the region maps of Eq. 7 fine enough for small crops.
+    The network has no per-branch prediction, so a branch that needs one gets this small
+    SegFormer-like head: every stage is projected to ``channels`` by a 1x1 convolution,
+    upsampled to stage 1 (1/4 resolution), summed, and classified by a 1x1 convolution.
 
     Args:
         stage_channels: Channels of the four encoder stages.

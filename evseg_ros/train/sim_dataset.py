@@ -28,7 +28,11 @@ from evseg_ros.geometry.calibration import RigCalibration
 _LOG = logging.getLogger(__name__)
 
 #: Bump when the sample format or generation procedure changes, to invalidate caches.
-DATASET_FORMAT = 2
+#: 3: clean renders (``reconstructed``) and instance ids for stuff regions.
+DATASET_FORMAT = 3
+
+#: Smallest stuff region (pixels at the frame camera's resolution) that becomes an instance.
+STUFF_MIN_AREA = 64
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,13 @@ class SimSamples:
     lighting: np.ndarray  # (N,) str
     seeds: np.ndarray  # (N,) int64
     times_us: np.ndarray  # (N,) int64 trigger times
-    #: (N, H, W) int32 object ids (0 = stuff) for HFCA's instance masks; None in sample sets
+    #: (N, H, W) int32 instance ids for HFCA: the simulator's object ids, completed by one
+    #: id per connected stuff region (``add_stuff_instances``); 0 = none. None in sample sets
     #: made without them (the training datasets then derive instances from the labels)
     instances: np.ndarray | None = None
+    #: (N, H, W, 3) uint8 clean renders (``CoaxialRigSim.render_clean_frame``): the stand-in
+    #: for CACD's EvLight reconstruction, privileged information only training targets use
+    reconstructed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -131,6 +139,8 @@ def generate_sequence(
     calibration: RigCalibration, seed: int, config: SimDatasetConfig
 ) -> SimSamples:
     """Simulate one seed's samples (deterministic for a given seed and config)."""
+    from evseg_ros.train.datasets.instances import add_stuff_instances  # (imports this module)
+
     rig = _make_rig(calibration, seed, config)
     period = int(rig.frame_period_us())
     span = period * (config.frames_per_seed * config.frame_stride + 1)
@@ -141,7 +151,7 @@ def generate_sequence(
         msg = f"seed {seed}: simulator gave {len(triggers)} triggers, need {config.frames_per_seed}"
         raise RuntimeError(msg)
     builder = EventFrameBuilder(calibration)
-    images, events, labels, instances, lighting = [], [], [], [], []
+    images, events, labels, instances, lighting, clean = [], [], [], [], [], []
     for t_us in triggers:
         frame = rig.render_frame(int(t_us))
         start, end = config.window.bounds(int(t_us))
@@ -152,7 +162,12 @@ def generate_sequence(
         images.append(np.asarray(frame.image, dtype=np.uint8))
         events.append(builder.build(chunk, start, end).astype(np.float16))
         labels.append(np.asarray(frame.labels, dtype=np.uint8))
-        instances.append(np.asarray(frame.instances, dtype=np.int32))
+        instances.append(
+            add_stuff_instances(frame.labels, frame.instances, min_area=STUFF_MIN_AREA).astype(
+                np.int32
+            )
+        )
+        clean.append(rig.render_clean_frame(int(t_us)))
         lighting.append(lighting_name(frame.lighting))
     n = len(triggers)
     return SimSamples(
@@ -163,6 +178,7 @@ def generate_sequence(
         seeds=np.full(n, seed, dtype=np.int64),
         times_us=triggers.astype(np.int64),
         instances=np.stack(instances),
+        reconstructed=np.stack(clean),
     )
 
 

@@ -2,11 +2,14 @@
 
 One :class:`Trainer` runs one :class:`~evseg_ros.train.config.TrainConfig`:
 
-* model :class:`~evseg_ros.model.cacd.CACDNet` + training-only parts: the per-branch auxiliary
-  classifiers (:class:`~evseg_ros.train.heads.BranchHead`, needed by JBCD's content term) and
-  the HFCA projection heads inside :class:`~evseg_ros.train.losses.CACDLoss`; all trainable
-  parts sit in one :class:`~evseg_ros.train.training_module.TrainingModule` so DDP averages
-  every gradient, the projection heads' included;
+* model :class:`~evseg_ros.model.cacd.CACDNet` + training-only parts: the HFCA projection
+  heads and the JBCD content heads inside :class:`~evseg_ros.train.losses.CACDLoss` (the
+  paper's Eq. 8) and, when enabled, the per-branch auxiliary classifiers
+  (:class:`~evseg_ros.train.heads.BranchHead`); all trainable parts sit in one
+  :class:`~evseg_ros.train.training_module.TrainingModule` so DDP averages every gradient, the
+  heads' included, and the checkpoint holds them;
+* modality dropout (``loss.modality_dropout``) and, every ``loss.log_grad_norms`` steps, the
+  gradient norm of each weighted part of Eq. 8 (``grad_*`` columns);
 * Adam/AdamW, warm-up + polynomial learning rate per optimiser step, gradient accumulation,
   autocast (bf16/fp16) on CUDA only, optional gradient clipping;
 * validation with :class:`~evseg_ros.eval.metrics.ConfusionMatrix`: mIoU, per-class IoU and
@@ -24,9 +27,10 @@ One :class:`Trainer` runs one :class:`~evseg_ros.train.config.TrainConfig`:
 Exact resume: data order is a pure function of ``(seed, epoch)`` (see
 :class:`~evseg_ros.train.sampling.EpochSampler`), augmentation of ``(seed, epoch, index)`` (the
 datasets' own rule), the DataLoader's worker seed comes from a generator reseeded per epoch, and
-the checkpoint restores torch / numpy / python / CUDA RNG states and the loss sampling generator
-last, after everything that consumes random numbers while being built. Resuming after ``k``
-steps therefore gives the weights of an uninterrupted run (bit-identical on CPU).
+the checkpoint restores torch / numpy / python / CUDA RNG states and the loss generator (the
+modality-dropout draws) last, after everything that consumes random numbers while being built.
+Resuming after ``k`` steps therefore gives the weights of an uninterrupted run (bit-identical on
+CPU).
 
 The parts with one job each live beside this module: :mod:`.distributed` (rank layout and
 reductions), :mod:`.sampling` (data order), :mod:`.heads` and :mod:`.training_module` (what DDP
@@ -312,29 +316,29 @@ class Trainer:
         self.model = CACDNet(config.model.cacd)
         if self.context.is_main:
             _LOG.info("%s", self.model.describe())  # parameter counts per part
-        if pretrained and config.model.pretrained:
-            path = Path(config.model.pretrained)
-            if not path.is_file():
-                msg = f"model.pretrained file {str(path)!r} does not exist"
-                raise FileNotFoundError(msg)
+        # A resumed run has its weights already; a fresh one needs its ImageNet file present
+        # (pretrained_file raises naming what to download) unless it trains from scratch.
+        path = config.model.pretrained_file() if pretrained else None
+        if path is not None:
             for name, report in self.model.load_pretrained_encoders(path).items():
                 if self.context.is_main:
                     _LOG.info("pretrained %s: %s", name, report.summary())
         loss = config.loss
         stage_channels = self._stage_channels()
+        num_classes = config.model.cacd.num_classes
         criterion = CACDLoss(
             stage_channels,
+            num_classes,
             weights=loss.weights,
             use_hfca=loss.use_hfca,
             use_jbcd=loss.use_jbcd,
             hfca_stage=loss.hfca_stage,
             embedding_dim=loss.embedding_dim,
-            max_pixels_per_instance=loss.max_pixels_per_instance,
+            max_instances=loss.max_instances,
             raise_on_non_finite=False,  # checked here, after the parts of every term
         )
         image_head = event_head = None
         if loss.build_aux_heads:
-            num_classes = config.model.cacd.num_classes
             if self.model.image_encoder is not None:
                 image_head = BranchHead(stage_channels, num_classes, channels=loss.aux_channels)
             if self.model.event_encoder is not None:
@@ -349,12 +353,13 @@ class Trainer:
             pseudo_weight=semi.pseudo_labels.weight,
             consistency_weight=semi.ema_teacher.weight,
             temperature=semi.ema_teacher.temperature,
+            modality_dropout=loss.modality_dropout,
         ).to(self.device)
         self.wrapped: nn.Module = self.module
         if self.context.enabled:
             if self.device.type == "cuda":
                 self.module = nn.SyncBatchNorm.convert_sync_batchnorm(self.module)
-            find_unused = loss.use_hfca or loss.build_aux_heads or semi.any_enabled
+            find_unused = loss.use_hfca or loss.use_jbcd or loss.build_aux_heads or semi.any_enabled
             self.wrapped = nn.parallel.DistributedDataParallel(
                 self.module,
                 device_ids=[self.context.local_rank] if self.device.type == "cuda" else None,
@@ -362,6 +367,15 @@ class Trainer:
             )
 
     def _stage_channels(self) -> tuple[int, ...]:
+        """Channels per stage of the branch features the losses and heads read.
+
+        The model's own ``stage_channels`` where it states them (a narrower event encoder is
+        lifted to the image encoder's channels, so both branches share them), else the
+        backbone's widths.
+        """
+        channels = getattr(self.model, "stage_channels", None)
+        if channels is not None:
+            return tuple(int(c) for c in channels)
         from evseg_ros.model.mit import mit_config
 
         return tuple(mit_config(self.config.model.cacd.backbone).embed_dims)
@@ -516,6 +530,8 @@ class Trainer:
             parts += ["intra", "inter"]
         if config.loss.use_jbcd:
             parts += ["boundary", "content"]
+        if config.loss.log_grad_norms:
+            parts += [f"grad_{name}" for name in parts if name != "total"]
         if self.module.image_head is not None:
             parts.append("aux_image")
         if self.module.event_head is not None:
@@ -554,9 +570,17 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _micro_step(self, batch: dict, unlabelled: dict | None, *, sync: bool) -> dict[str, float]:
+    def _micro_step(
+        self, batch: dict, unlabelled: dict | None, *, sync: bool, grad_norms: bool = False
+    ) -> dict[str, float]:
         batch = self._to_device(batch)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {
+            # Eq. 6's gradient map reads a well-exposed frame; the frame itself where a
+            # dataset has no reconstruction.
+            "reconstructed": batch.get("reconstructed", batch["image"]),
+            "has_image": batch.get("has_image"),
+            "grad_norms": grad_norms,
+        }
         if unlabelled is not None:
             unlabelled = self._to_device(unlabelled)
             extra["unlabelled_image"] = unlabelled["image"]
@@ -667,12 +691,13 @@ class Trainer:
         config = self.config
         train = config.train
         accumulation = train.grad_accumulation
+        loss_config = config.loss
         self.metrics_log.open(config_yaml=self.config.to_yaml(), step=self.step)
         self.module.train()
         unlabelled = self._unlabelled_batches() if self.unlabelled_loader is not None else None
         progress = self._progress()
         logged: dict[str, float] = {}
-        logged_steps = 0
+        logged_counts: dict[str, int] = {}
         step_times: list[float] = []
         target = (
             self.total_steps
@@ -697,10 +722,15 @@ class Trainer:
                     tick = time.perf_counter()
                     self.optimizer.zero_grad(set_to_none=True)
                     parts: dict[str, float] = {}
+                    grad_norms = bool(loss_config.log_grad_norms) and (
+                        (self.step + 1) % loss_config.log_grad_norms == 0
+                    )
                     for micro in range(accumulation):
                         batch = next(batches)
                         extra = next(unlabelled) if unlabelled is not None else None
-                        values = self._micro_step(batch, extra, sync=micro == accumulation - 1)
+                        values = self._micro_step(
+                            batch, extra, sync=micro == accumulation - 1, grad_norms=grad_norms
+                        )
                         for name, value in values.items():
                             parts[name] = parts.get(name, 0.0) + value / accumulation
                     lr = self.optimizer.param_groups[0]["lr"]
@@ -710,7 +740,8 @@ class Trainer:
                     step_times.append(time.perf_counter() - tick)
                     for name, value in parts.items():
                         logged[name] = logged.get(name, 0.0) + value
-                    logged_steps += 1
+                        # grad_* parts exist on measured steps only: average over those.
+                        logged_counts[name] = logged_counts.get(name, 0) + 1
                     if progress is not None:
                         progress.update(1)
                         progress.set_postfix(loss=f"{parts['total']:.3f}", lr=f"{lr:.2e}")
@@ -723,7 +754,7 @@ class Trainer:
                     )
                     row: dict[str, Any] | None = None
                     if self.step % train.log_every == 0 or validate or last or self.step == target:
-                        mean = {k: v / logged_steps for k, v in logged.items()}
+                        mean = {k: v / logged_counts[k] for k, v in logged.items()}
                         row = {
                             "step": self.step,
                             "epoch": self.epoch,
@@ -733,7 +764,7 @@ class Trainer:
                         }
                         if self.pseudo_labeler is not None:
                             row["pseudo_kept_fraction"] = self.pseudo_labeler.counters.kept_fraction
-                        logged, logged_steps, step_times = {}, 0, []
+                        logged, logged_counts, step_times = {}, {}, []
                     best = False
                     if validate:
                         metrics = self.validate()

@@ -79,7 +79,7 @@ def _setup(core, **arguments: str) -> list:
 
     values = {
         "source": "sim", "bag": "", "rate": "1.0", "pacing": "realtime", "loop": "false",
-        "replay_start_delay_s": "3.0", "calibration": "", "model": "models/demo_fusion.onnx",
+        "replay_start_delay_s": "3.0", "calibration": "", "model": "models/cacd_b0_sim.onnx",
         "backend": "auto", "namespace": "rig", "config": str(REPO / "config" / "rig.yaml"),
         "rviz": "false",
     }

@@ -17,7 +17,6 @@ from evseg_ros.model.cacd import (
     normalize_events,
     save_cacd_checkpoint,
 )
-from evseg_ros.model.demo_net import DemoFusionNet, count_parameters, save_checkpoint
 from evseg_ros.model.export import export_onnx
 
 HEIGHT, WIDTH = 48, 64
@@ -138,10 +137,18 @@ def test_gradients_reach_both_encoders_and_fusion() -> None:
     assert net.event_encoder.patch_embeddings[0].projection.weight.grad.abs().sum() > 0
 
 
-def test_input_normalisation_matches_demo_net() -> None:
+def test_input_normalisation_is_log_of_clamped_counts() -> None:
     events = torch.rand(2, 3, 8, 8) * 50
-    events[0, 0, 0, 0] = -1.0  # negative counts are clamped, as in the demo network
-    torch.testing.assert_close(normalize_events(events), DemoFusionNet.normalize_events(events))
+    events[0, 0, 0, 0] = -1.0  # a negative count is corrupt input: clamped, not propagated
+    out = normalize_events(events)
+    assert float(out[0, 0, 0, 0]) == 0.0
+    assert torch.isfinite(out).all()
+    # Monotone in the count, so more events never read as fewer.
+    counts = torch.tensor([0.0, 1.0, 5.0, 50.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    ordered = normalize_events(counts)
+    assert bool((ordered[0, :2, 0].diff() > 0).all())
+    # The time channel is already in [0, 1] and passes through untouched.
+    torch.testing.assert_close(ordered[:, 2], counts[:, 2])
 
 
 def test_onnx_export_matches_torch(tmp_path, fused_net) -> None:
@@ -197,10 +204,10 @@ def test_checkpoint_round_trip_other_config(tmp_path) -> None:
         torch.testing.assert_close(loaded(image, events), net(image, events))
 
 
-def test_demo_checkpoint_is_not_a_cacd_checkpoint(tmp_path) -> None:
-    save_checkpoint(DemoFusionNet(width=8), tmp_path / "demo.pt")
+def test_foreign_checkpoint_is_not_a_cacd_checkpoint(tmp_path) -> None:
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "width": 8}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a CACD checkpoint"):
-        load_cacd_checkpoint(tmp_path / "demo.pt")
+        load_cacd_checkpoint(tmp_path / "other.pt")
 
 
 @pytest.mark.parametrize(
@@ -240,7 +247,7 @@ def test_default_decoder_width(backbone: str, channels: int) -> None:
 def test_parameter_summary_adds_up(nets) -> None:
     net = nets["fused"]
     summary = net.parameter_summary()
-    assert summary["total"] == count_parameters(net)
+    assert summary["total"] == sum(p.numel() for p in net.parameters())
     assert summary["total"] == sum(v for k, v in summary.items() if k != "total")
     assert summary["image_encoder"] == summary["event_encoder"]
     assert summary["image_encoder"] == pytest.approx(3.4e6, rel=0.05)
@@ -250,3 +257,76 @@ def test_parameter_summary_adds_up(nets) -> None:
         assert part in text
     single = nets["image_only"].parameter_summary()
     assert single["event_encoder"] == single["fusion"] == 0
+
+
+def test_light_event_branch_lifts_to_image_channels_and_fuses_cheaply() -> None:
+    """A narrower event encoder hands fusion and the losses maps of the image's channels."""
+    config = CACDConfig(event_backbone="mit_e0", fusion_attention_stages=(2, 3))
+    net = CACDNet(config).eval()
+    image, events = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    output = net.forward_features(image, events)
+    assert [f.shape[1] for f in output.event_features] == list(net.stage_channels)
+    assert [f.shape for f in output.event_features] == [f.shape for f in output.image_features]
+    assert output.logits.shape == (1, 11, 64, 96)
+    assert [fuse.attention for fuse in net.fusion] == [False, False, True, True]
+    summary = net.parameter_summary()
+    assert summary["event_encoder"] < summary["image_encoder"] / 4
+    assert summary["event_lift"] > 0
+    assert config.architecture() == "cacd-mit-b0+evt-mit-e0"
+    assert CACDConfig().architecture() == "cacd-mit-b0"
+    assert CACDConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="fusion_attention_stages"):
+        CACDConfig(fusion_attention_stages=(4,))
+    with pytest.raises(ValueError, match="event_backbone"):
+        CACDConfig(event_backbone="mit_x")
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"event_backbone": "mit_e0", "fusion_attention_stages": (2, 3)}]
+)
+def test_a_dropped_modality_gives_finite_gradients_at_initialisation(options: dict) -> None:
+    """Exact zeros (modality dropout, the runtime's missing input) must train from step one.
+
+    With zero patch-embedding biases every token of an all-zero input is the zero vector, and
+    the layer norms' backward overflowed float32 on the very first step.
+    """
+    net = _net(**options)
+    image, events = _inputs(batch=2, height=96, width=96)
+    image[0] = 0.0  # event-only sample
+    events[1] = 0.0  # frame-only sample
+    logits = net(image, events)
+    target = torch.randint(
+        0, logits.shape[1], (2, 96, 96), generator=torch.Generator().manual_seed(0)
+    )
+    torch.nn.functional.cross_entropy(logits, target).backward()
+    bad = [
+        n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all()
+    ]
+    assert bad == []
+
+
+def test_fusion_without_attention_folds_the_lift_into_one_convolution() -> None:
+    """The inference fast path computes exactly the token path's concat projection."""
+    from evseg_ros.model.cacd import CrossModalFusion
+    from evseg_ros.model.mit import map_to_tokens, tokens_to_map
+
+    torch.manual_seed(0)
+    fusion = CrossModalFusion(32, num_heads=1, reduction_ratio=8, attention=False)
+    lift = torch.nn.Conv2d(16, 32, 1)
+    image_map, event_map = torch.randn(2, 32, 12, 20), torch.randn(2, 16, 12, 20)
+    lifted = lift(event_map)
+    tokens = map_to_tokens(torch.cat([image_map, lifted], dim=1))
+    expected = tokens_to_map(fusion.concat_projection(tokens), 12, 20)
+    torch.testing.assert_close(fusion(image_map, event_map, lift), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fusion(image_map, lifted), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_skips_the_lifted_maps_but_not_their_effect() -> None:
+    net = _net(event_backbone="mit_e0", fusion_attention_stages=(2, 3)).eval()
+    image, events = _inputs(batch=1, height=64, width=64)
+    with torch.no_grad():
+        training_view = net.forward_features(image, events)
+        logits = net(image, events)
+    torch.testing.assert_close(logits, training_view.logits)
+    # The losses get the event maps at the frame's widths, inference the encoder's own.
+    assert [f.shape[1] for f in training_view.event_features] == list(net.stage_channels)

@@ -23,7 +23,7 @@ def test_demo_replays_a_recording_and_writes_the_report_and_panels(tmp_path, tin
     report = outcome.report
     assert report["mode"] == "realtime" and report["rate"] == 0.5
     assert report["frames"]["in_bag"] == 12 and report["frames"]["evaluated"] > 0
-    assert report["frame_only_miou"] is not None  # the shipped frame-only model, same frames
+    assert report["frame_only_miou"] is not None  # the same model, all-zero events, same frames
     assert list(report["per_condition_miou"]) == ["night"]
     assert report["sync"]["period_us"] == 33333.0  # the recording's 30 Hz trigger
     (panel,) = report["panels"]

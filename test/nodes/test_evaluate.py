@@ -59,6 +59,21 @@ def test_lockstep_evaluates_every_frame_and_repeats_exactly(short_recording, tmp
     assert accuracy_part(second.report) == accuracy_part(report)  # machine-independent
 
 
+def test_frame_only_baseline_is_the_model_itself_with_zero_events(short_recording, tmp_path,
+                                                                  tiny_onnx_model):
+    """One network serves both modes: by default the baseline is not a second model file."""
+    own = EvalOptions(config=CONFIG, model=str(tiny_onnx_model), mode="lockstep",
+                      compare_frame_only=True, panels=0)
+    report = run_eval(short_recording, tmp_path / "own", own).report
+    assert "all-zero event frame" in report["frame_only_baseline"]
+    assert report["frame_only_miou"] is not None
+    # The same file named as a separate frame-only model scores exactly the same frames alike.
+    separate = run_eval(short_recording, tmp_path / "separate", _options(
+        tiny_onnx_model, mode="lockstep", compare_frame_only=True)).report
+    assert "separate" in separate["frame_only_baseline"]
+    assert separate["frame_only_miou"] == report["frame_only_miou"]
+
+
 def test_realtime_counts_every_frame_of_the_bag(short_recording, tmp_path, tiny_onnx_model):
     report = run_eval(short_recording, tmp_path, _options(tiny_onnx_model, rate=0.5)).report
     frames = report["frames"]

@@ -141,7 +141,7 @@ def test_the_pytorch_backend_takes_the_thread_count_too():
             context=context,
             parameter_overrides=[
                 Parameter("backend", value="pytorch"),
-                Parameter("model_path", value="models/demo_fusion.pt"),
+                Parameter("model_path", value="models/cacd_b0_sim.pt"),
                 Parameter("num_threads", value=1),
             ],
         )

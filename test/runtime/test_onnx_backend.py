@@ -21,7 +21,7 @@ from evseg_ros.runtime import (
 from evseg_ros.runtime.backend import META_LABEL_SET, to_network_inputs
 from evseg_ros.runtime.onnx_backend import OnnxRuntimeBackend, select_providers
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo_fusion.onnx"
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "cacd_b0_sim.onnx"
 
 
 def _argmax_model(
@@ -140,7 +140,8 @@ def test_missing_model_names_path(tmp_path) -> None:
     with pytest.raises(ModelNotFoundError) as info:
         create_backend("onnxruntime", missing)
     assert str(missing) in str(info.value)
-    assert "train_demo_model.py" in str(info.value)
+    assert "evseg train --config config/train/cacd_b0_sim.yaml" in str(info.value)
+    assert "evseg export" in str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert isinstance(info.value, RuntimeBackendError)
 
@@ -196,30 +197,45 @@ def test_provider_selection() -> None:
         select_providers(["CPUExecutionProvider"], "cuda")
 
 
-def test_pytorch_backend_matches_onnx(tmp_path) -> None:
+def test_pytorch_backend_runs_a_trainer_checkpoint_like_its_onnx_export(
+    tmp_path, write_trainer_checkpoint
+) -> None:
     torch = pytest.importorskip("torch")
-    from evseg_ros.model.demo_net import DemoFusionNet, save_checkpoint
-    from evseg_ros.model.export import export_onnx
+    from evseg_ros.model.cacd import CACDConfig, CACDNet
+    from evseg_ros.model.export import export_checkpoint
 
     torch.manual_seed(0)
-    net = DemoFusionNet(width=4).eval()
-    save_checkpoint(net, tmp_path / "m.pt")
-    export_onnx(net, tmp_path / "m.onnx", height=24, width=32)
+    config = CACDConfig(backbone="mit_e0", decoder_channels=16, fusion_attention_stages=(3,))
+    checkpoint = write_trainer_checkpoint(tmp_path / "m.pt", CACDNet(config), step=12)
+    export_checkpoint(checkpoint, tmp_path / "m.onnx", height=48, width=64)
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
-    events = rng.random((3, 24, 32), dtype=np.float32)
-    via_torch = create_backend("auto", tmp_path / "m.pt", return_logits=True)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    events = rng.random((3, 48, 64), dtype=np.float32)
+    via_torch = create_backend("auto", checkpoint, return_logits=True)
     via_onnx = create_backend("auto", tmp_path / "m.onnx", return_logits=True)
     assert via_torch.name == "pytorch"
+    assert via_torch.architecture == via_onnx.architecture == "cacd-mit-e0"
+    assert via_torch.training_data == via_onnx.training_data
+    assert "sim seeds 0-3" in via_torch.description
     # an .onnx path with a checkpoint beside it works for the pytorch backend too
     assert create_backend("pytorch", tmp_path / "m.onnx").name == "pytorch"
     a, b = via_torch.infer(image, events), via_onnx.infer(image, events)
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
 
 
-@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="no trained model in models/")
+def test_pytorch_backend_refuses_a_file_that_is_not_a_cacd_checkpoint(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(RuntimeBackendError, match=r"other\.pt") as info:
+        create_backend("pytorch", tmp_path / "other.pt")
+    assert "evseg train" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_shipped_model_follows_contract() -> None:
     backend = OnnxRuntimeBackend(SHIPPED_MODEL, expected_label_set=DSEC_11.name)
+    assert backend.variant == "fused"
+    assert backend.architecture == "cacd-mit-b0+evt-mit-e0"
+    assert "sim seeds 0-23" in backend.training_data
     assert backend.class_names == DSEC_11.classes
     assert SHIPPED_MODEL.stat().st_size <= 20 * 1024 * 1024
     rng = np.random.default_rng(0)

@@ -96,6 +96,32 @@ def test_night_is_dark_glare_saturates_normal_does_not(calib) -> None:
     assert stats["normal"][1] < 0.02
 
 
+def test_clean_render_is_the_same_well_exposed_sharp_frame_in_any_light(calib) -> None:
+    """The training stand-in for EvLight: normal light, no blur, no noise, same scene."""
+    moving = {"ego_speed_mps": 25.0, "blur_substeps": 8, "seed": 3}
+    clean = {mode: sim_with(calib, lighting=mode, **moving).render_clean_frame(2_000_000)
+             for mode in ("normal", "night", "glare")}
+    assert clean["normal"].dtype == np.uint8 and clean["normal"].shape == (240, 320, 3)
+    night_frame = sim_with(calib, lighting="night", **moving).render_frame(2_000_000)
+    glare_frame = sim_with(calib, lighting="glare", **moving).render_frame(2_000_000)
+    # Well exposed whatever the scene's light: neither dark nor clipped like the camera frame.
+    assert clean["night"].mean() > 2 * night_frame.image.mean()
+    assert np.mean(np.all(clean["glare"] >= 250, axis=-1)) < 0.05
+    assert np.mean(np.all(glare_frame.image >= 250, axis=-1)) > 0.25
+    # Noise-free and exposure-independent: the same pixels again, and under any lighting the
+    # clean frames differ only by the exposure mid-point (night exposes longer).
+    again = sim_with(calib, lighting="night", **moving).render_clean_frame(2_000_000)
+    assert np.array_equal(again, clean["night"])
+    assert np.array_equal(clean["normal"], clean["glare"])
+
+    def sharpness(image: np.ndarray) -> float:
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(cv2.Laplacian(gray[160:], cv2.CV_32F).var())
+
+    blurred = sim_with(calib, lighting="normal", **moving).render_frame(2_000_000).image
+    assert sharpness(clean["normal"]) > 1.3 * sharpness(blurred)
+
+
 def test_night_frames_are_noisier(calib) -> None:
     """Same static scene twice with different noise draws: night differs far more."""
     diffs = {}

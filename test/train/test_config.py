@@ -25,11 +25,23 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["cacd_b5_rpea.yaml", "cacd_b2_rpea.yaml", "cacd_b0_sim.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    ["cacd_b5_rpea.yaml", "cacd_b2_rpea.yaml", "cacd_b0_sim.yaml", "cacd_b0_sim_quick.yaml"],
+)
 def test_shipped_configs_load_and_round_trip(name):
     config = load_train_config(CONFIG_DIR / name)
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert config.loss.use_hfca and config.loss.use_jbcd
+
+
+def test_the_shipped_model_recipe_is_the_light_fused_cacd_with_modality_dropout():
+    config = load_train_config(CONFIG_DIR / "cacd_b0_sim.yaml")
+    assert config.model.cacd.architecture() == "cacd-mit-b0+evt-mit-e0"
+    assert config.model.cacd.fusion_attention_stages == (2, 3)
+    assert config.loss.modality_dropout == (0.1, 0.1) and config.loss.hfca_stage == 2
+    assert config.data.val["seeds"] == [100, 101]  # held out, as the model card says
+    assert not set(config.data.train_spec(seed=0)["seeds"]) & {100, 101}
 
 
 def test_paper_setting():
@@ -50,7 +62,8 @@ def test_defaults_and_yaml_quirks(tmp_path):
     assert config.optim.lr == 1e-4  # PyYAML reads 1e-4 as a string
     assert config.train.amp == "off"  # YAML 1.1 reads off as false
     assert config.optim.poly_power == 0.9
-    assert config.loss.aux_weight == 0.4 and config.loss.build_aux_heads
+    # Eq. 8 has no auxiliary heads: off (weight 0) unless a config asks for them.
+    assert config.loss.aux_weight == 0.0 and not config.loss.build_aux_heads
     assert config.data.train_spec(seed=3) == {
         "type": "rpea",
         "root": "data/rpea",
@@ -122,8 +135,6 @@ def test_cross_section_checks(tmp_path):
         load_train_config(path, ["semi.ema_teacher.enabled=true"])
     with pytest.raises(ValueError, match="teacher_checkpoint is null"):
         load_train_config(path, ["semi.pseudo_labels.enabled=true"])
-    with pytest.raises(ValueError, match="JBCD needs the aux heads"):
-        load_train_config(path, ["loss.aux_heads=false"])
 
 
 def test_file_errors(tmp_path):
@@ -131,3 +142,17 @@ def test_file_errors(tmp_path):
         load_train_config(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="config must be a mapping"):
         load_train_config(write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    ("name", "backbone"), [("cacd_b5_rpea.yaml", "mit_b5"), ("cacd_b2_rpea.yaml", "mit_b2")]
+)
+def test_paper_configs_expect_imagenet_weights(name: str, backbone: str) -> None:
+    config = load_train_config(CONFIG_DIR / name)
+    assert config.model.pretrained == f"weights/{backbone}.pth"
+    assert not config.model.from_scratch
+    if not Path(config.model.pretrained).is_file():
+        with pytest.raises(FileNotFoundError, match=rf"{backbone}\.pth.*--from-scratch"):
+            config.model.pretrained_file()
+    scratch = load_train_config(CONFIG_DIR / name, ["model.from_scratch=true"])
+    assert scratch.model.pretrained_file() is None

@@ -67,7 +67,8 @@ def test_two_gloo_ranks_stay_identical(tmp_path):
             "num_workers": 0,
             "crop_size": [SIZE, SIZE],
         },
-        "loss": {"use_hfca": True, "use_jbcd": True},
+        # Auxiliary heads on (not the Eq. 8 default) so every optional module is synchronised.
+        "loss": {"use_hfca": True, "use_jbcd": True, "aux_heads": True, "aux_weight": 0.4},
         "train": {
             "max_steps": 2,
             "output_dir": str(tmp_path / "run"),

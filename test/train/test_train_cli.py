@@ -57,12 +57,20 @@ def test_train_resume_export_and_run_the_onnx_model(config_file, tmp_path, capsy
 
     onnx_path = tmp_path / "model.onnx"
     args = ["export", "--checkpoint", str(checkpoint), "--output", str(onnx_path)]
-    assert main([*args, "--height", str(SIZE), "--width", str(SIZE)]) == 0
-    assert "mit_b0 fused, dsec11" in capsys.readouterr().out
+    weights = tmp_path / "weights.pt"
+    size = ["--height", str(SIZE), "--width", str(SIZE)]
+    assert main([*args, *size, "--weights-output", str(weights)]) == 0
+    assert "mit_b0 fused, dsec11; cacd-mit-b0, trained on rpea" in capsys.readouterr().out
 
     backend = create_backend("onnxruntime", onnx_path, device="cpu", expected_label_set="dsec11")
     assert backend.variant == "fused"
-    assert "step 2" in backend.metadata["evseg.training_data"]
+    assert backend.metadata["evseg.architecture"] == "cacd-mit-b0"
+    assert backend.metadata["evseg.training_data"].startswith("rpea ")
+    assert backend.metadata["evseg.checkpoint"] == "last.pt, step 2, student"
+    # The weights-only file runs on the pytorch backend like the export, at a third of the size.
+    assert weights.stat().st_size < checkpoint.stat().st_size / 2
+    via_torch = create_backend("pytorch", weights, return_logits=True)
+    assert via_torch.description == backend.description
     image = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     result = backend.infer(image, np.zeros((3, 48, 80), np.float32))
     assert result.mask.shape == (48, 80) and result.mask.dtype == np.uint8
@@ -78,3 +86,18 @@ def test_cli_errors_are_reported_with_status_2(config_file, tmp_path, capsys):
     assert main(["train"]) == 2
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", "x.onnx"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_imagenet_weights_name_the_file_and_from_scratch_trains(
+    config_file, tmp_path, capsys
+):
+    weights = tmp_path / "weights" / "mit_b0.pth"
+    args = ["train", "--config", str(config_file), "--set", f"model.pretrained={weights}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    assert str(weights) in err and "nvidia/mit-b0" in err and "--from-scratch" in err
+    assert not (tmp_path / "run").exists()  # nothing started
+
+    assert main([*args, "--from-scratch"]) == 0
+    assert (tmp_path / "run" / "last.pt").is_file()

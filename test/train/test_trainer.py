@@ -104,8 +104,10 @@ def test_training_steps_write_metrics_and_checkpoints(data_root, tmp_path):
 
     rows = read_rows(tmp_path / "run" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
-    for part in ("total", "ce", "intra", "inter", "boundary", "content", "aux_image", "aux_event"):
+    for part in ("total", "ce", "intra", "inter", "boundary", "content"):
         assert all(np.isfinite(float(r[part])) for r in rows), part
+    # Eq. 8 has no auxiliary heads: they are off unless a config asks for them.
+    assert "aux_image" not in rows[0] and "aux_event" not in rows[0]
     assert rows[0]["val_miou"] == "" and rows[1]["val_miou"] != ""
     assert float(rows[2]["val_miou"]) == pytest.approx(overall["miou"])
     assert {"val_miou_night", "val_miou_glare", "val_iou_vehicle"} <= set(rows[0])
@@ -157,7 +159,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(data_root, tmp_path):
     expected = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     actual = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert actual["step"] == expected["step"] == 5
-    for key in ("state_dict", "criterion", "image_head", "event_head"):
+    assert "image_head" not in expected  # no auxiliary heads in Eq. 8's default run
+    for key in ("state_dict", "criterion"):
         for name, tensor in expected[key].items():
             assert torch.equal(actual[key][name], tensor), f"{key}.{name}"
     for index, state in expected["optimizer"]["state"].items():

@@ -77,17 +77,22 @@ def scale(arrays: SampleArrays, factor: float) -> SampleArrays:
         return arrays
     rows = _nearest_indices(height, new_height)
     cols = _nearest_indices(width, new_width)
-    image = cv2.resize(
-        np.ascontiguousarray(arrays.image.transpose(1, 2, 0)),
-        (new_width, new_height),
-        interpolation=cv2.INTER_LINEAR,
-    ).transpose(2, 0, 1)
     return SampleArrays(
-        image=np.ascontiguousarray(image),
+        image=_resize_rgb(arrays.image, new_height, new_width),
         events=_resize_events(arrays.events, new_height, new_width, rows, cols),
         label=arrays.label[rows][:, cols],
         instances=arrays.instances[rows][:, cols],
+        reconstructed=_resize_rgb(arrays.reconstructed, new_height, new_width),
     )
+
+
+def _resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    resized = cv2.resize(
+        np.ascontiguousarray(image.transpose(1, 2, 0)),
+        (width, height),
+        interpolation=cv2.INTER_LINEAR,
+    )
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
 
 
 def _resize_events(
@@ -115,6 +120,7 @@ def pad_to(arrays: SampleArrays, height: int, width: int) -> SampleArrays:
         events=np.pad(arrays.events, ((0, 0), *spatial), constant_values=0.0),
         label=np.pad(arrays.label, spatial, constant_values=VOID),
         instances=np.pad(arrays.instances, spatial, constant_values=0),
+        reconstructed=np.pad(arrays.reconstructed, ((0, 0), *spatial), constant_values=0.0),
     )
 
 
@@ -137,6 +143,7 @@ def crop(arrays: SampleArrays, top: int, left: int, height: int, width: int) -> 
         events=arrays.events[(slice(None), *window)],
         label=arrays.label[window],
         instances=arrays.instances[window],
+        reconstructed=arrays.reconstructed[(slice(None), *window)],
     )
 
 
@@ -147,6 +154,7 @@ def hflip(arrays: SampleArrays) -> SampleArrays:
         events=arrays.events[:, :, ::-1],
         label=arrays.label[:, ::-1],
         instances=arrays.instances[:, ::-1],
+        reconstructed=arrays.reconstructed[:, :, ::-1],
     )
 
 
@@ -178,4 +186,5 @@ class Augmenter:
             events=np.ascontiguousarray(arrays.events),
             label=np.ascontiguousarray(arrays.label),
             instances=np.ascontiguousarray(arrays.instances),
+            reconstructed=np.ascontiguousarray(arrays.reconstructed),
         )

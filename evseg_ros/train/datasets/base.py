@@ -55,6 +55,8 @@ class RawSample:
         name: Unique sample name.
         condition: Lighting / scene condition, ``"unknown"`` when not declared.
         source: File the label came from, for messages.
+        reconstructed: ``(H, W, 3)`` uint8 well-exposed RGB of the scene (an offline EvLight
+            run, the simulator's clean render), or ``None``: the frame stands in for it.
     """
 
     image: np.ndarray | None
@@ -64,6 +66,7 @@ class RawSample:
     name: str
     condition: str
     source: str
+    reconstructed: np.ndarray | None = None
 
 
 @dataclass
@@ -77,12 +80,15 @@ class DatasetCounters:
         invalid_label_pixels: Label pixels outside the class set, turned into 255.
         fallback_instances: Samples whose instance ids came from the label-map fallback.
         samples_without_image: Samples served with a zero placeholder image.
+        samples_without_reconstruction: Samples whose frame stood in for the well-exposed
+            reconstruction (JBCD's gradient map is then computed on the degraded frame).
     """
 
     skipped_samples: int = 0
     invalid_label_pixels: int = 0
     fallback_instances: int = 0
     samples_without_image: int = 0
+    samples_without_reconstruction: int = 0
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -186,6 +192,7 @@ class SegmentationDataset(Dataset):
             classes=None if instance_classes is None else tuple(instance_classes),
         )
         self._warned_labels = False
+        self._warned_reconstruction = False
 
     # -- for subclasses ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -198,6 +205,19 @@ class SegmentationDataset(Dataset):
     def load_image(self, index: int) -> np.ndarray | None:
         """``(H, W, 3)`` uint8 RGB frame of sample ``index`` (for SAM), or ``None``."""
         raise NotImplementedError
+
+    def load_reconstruction(self, index: int) -> np.ndarray | None:
+        """``(H, W, 3)`` uint8 well-exposed image of sample ``index``, or ``None``."""
+        return None
+
+    def load_sam_image(self, index: int) -> np.ndarray | None:
+        """The image SAM segments: the well-exposed reconstruction where there is one.
+
+        CACD runs SAM on EvLight's reconstruction because SAM, trained on clear images, gives
+        poor masks on over- or under-exposed frames.
+        """
+        reconstruction = self.load_reconstruction(index)
+        return reconstruction if reconstruction is not None else self.load_image(index)
 
     def instance_path(self, index: int) -> Path | None:
         """Where sample ``index``'s stored instance mask lives (or would), or ``None``."""
@@ -238,6 +258,22 @@ class SegmentationDataset(Dataset):
                 )
         return label
 
+    def _reconstruction(self, raw: RawSample, image: np.ndarray) -> np.ndarray:
+        """The sample's well-exposed image as ``(3, H, W)`` float32, or the frame (logged once)."""
+        if raw.reconstructed is not None:
+            return np.asarray(raw.reconstructed).transpose(2, 0, 1).astype(np.float32) / 255.0
+        self.counters.samples_without_reconstruction += 1
+        if not self._warned_reconstruction:
+            self._warned_reconstruction = True
+            _LOG.warning(
+                "%s: no well-exposed reconstruction for %r (and possibly others, counted in "
+                "samples_without_reconstruction); JBCD's gradient map uses the frame itself. "
+                "Put EvLight outputs in a reconstructed/ folder to follow the paper",
+                self.dataset_name,
+                raw.name,
+            )
+        return image
+
     def __getitem__(self, index: int) -> dict:
         index = self._sample_index(index)
         raw = self.load_raw(index)
@@ -254,6 +290,7 @@ class SegmentationDataset(Dataset):
             events=np.asarray(raw.events, dtype=np.float32),
             label=label,
             instances=instances,
+            reconstructed=self._reconstruction(raw, image),
         )
         try:
             arrays.check_shapes(raw.name)
@@ -269,6 +306,7 @@ class SegmentationDataset(Dataset):
             condition=raw.condition,
             instances_source=source.value,
             has_image=raw.image is not None,
+            has_reconstruction=raw.reconstructed is not None,
         )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_INSTANCE_ID",
     "InstanceProvider",
     "InstanceSource",
+    "add_stuff_instances",
     "instances_from_labels",
     "read_instance_file",
     "write_instance_file",
@@ -85,6 +86,26 @@ def instances_from_labels(
             instances[components == component] = next_id
             next_id += 1
     return instances
+
+
+def add_stuff_instances(
+    label: np.ndarray, object_ids: np.ndarray, *, min_area: int = 64, ignore_index: int = VOID
+) -> np.ndarray:
+    """Object ids completed with one instance per connected region of every "stuff" class.
+
+    A renderer (the simulator) knows its objects but gives road, buildings or sky id 0. HFCA
+    needs instances to pool and contrast, and SAM masks cover stuff regions too, so each
+    connected component (8-connected, at least ``min_area`` pixels) of each class among the
+    pixels without an object id becomes an instance, numbered after the largest object id.
+
+    Returns:
+        ``(H, W)`` int64 ids, 0 = none.
+    """
+    object_ids = np.asarray(object_ids, dtype=np.int64)
+    stuff = np.where(object_ids == 0, np.asarray(label), ignore_index)
+    regions = instances_from_labels(stuff, min_area=min_area, ignore_index=ignore_index)
+    offset = int(object_ids.max(initial=0))
+    return np.where(regions > 0, regions + offset, object_ids)
 
 
 def read_instance_file(path: Path) -> np.ndarray:

@@ -12,6 +12,9 @@ Layout of one split (``root/<split>/``); a sample is named by its image's file s
         labels/<name>.png         # class ids (8 or 16 bit, one channel), 255 = ignore
         instances/<name>.png      # optional: uint16 instance ids, 0 = none (SAM, see
                                   #    scripts/make_instance_masks.py); else the fallback
+        reconstructed/<name>.png|.jpg  # optional: well-exposed RGB of the scene made from
+                                  #    frame + events (e.g. an offline EvLight run); JBCD's
+                                  #    gradient map and the SAM masks use it, else the frame
         conditions.csv            # optional: rows 'name,condition' (e.g. night, glare);
                                   #    samples not listed get 'unknown'
 
@@ -67,6 +70,7 @@ class FolderSample:
     events: Path
     label: Path
     instances: Path | None
+    reconstructed: Path | None = None
 
 
 def _stems(folder: Path, suffixes: Sequence[str]) -> dict[str, list[Path]]:
@@ -98,6 +102,7 @@ def scan_split(split_dir: Path) -> tuple[list[FolderSample], dict[str, str]]:
     events = _stems(split_dir / "events", (".npy", ".npz"))
     labels = _stems(split_dir / "labels", (".png",))
     instances = _stems(split_dir / "instances", (".png",))
+    reconstructed = _stems(split_dir / "reconstructed", IMAGE_SUFFIXES)
     problems: dict[str, str] = {}
     samples: list[FolderSample] = []
     for name in sorted(images):
@@ -116,6 +121,7 @@ def scan_split(split_dir: Path) -> tuple[list[FolderSample], dict[str, str]]:
                     events=event_files[0],
                     label=labels[name][0],
                     instances=instances[name][0] if name in instances else None,
+                    reconstructed=reconstructed[name][0] if name in reconstructed else None,
                 )
             )
     for name in sorted((set(labels) | set(events)) - set(images)):
@@ -183,6 +189,10 @@ class RpeaDataset(SegmentationDataset):
     def load_image(self, index: int) -> np.ndarray:
         return read_rgb(self.samples[self._sample_index(index)].image)
 
+    def load_reconstruction(self, index: int) -> np.ndarray | None:
+        path = self.samples[self._sample_index(index)].reconstructed
+        return None if path is None else read_rgb(path)
+
     def instance_path(self, index: int) -> Path:
         return self.split_dir / "instances" / f"{self.samples[self._sample_index(index)].name}.png"
 
@@ -197,6 +207,7 @@ class RpeaDataset(SegmentationDataset):
             name=sample.name,
             condition=self.conditions.get(sample.name, UNKNOWN_CONDITION),
             source=str(sample.label),
+            reconstructed=None if sample.reconstructed is None else read_rgb(sample.reconstructed),
         )
 
     @property

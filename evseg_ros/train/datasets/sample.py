@@ -11,6 +11,10 @@ their samples through :func:`to_sample` and nothing else:
 - ``instances_source``: ``"file"`` (stored with the data) or ``"fallback"`` (derived from the
   label map, see :mod:`.instances`).
 - ``has_image``: bool, False where ``image`` is a placeholder (event-only DSEC-Semantic).
+- ``reconstructed``: float32 ``(3, H, W)`` RGB in [0, 1], a well-exposed image of the scene
+  (CACD uses EvLight's reconstruction from frame + events) for JBCD's gradient map and the SAM
+  masks; the frame itself where the dataset has none (then ``has_reconstruction`` is False).
+- ``has_reconstruction``: bool.
 - ``name``: str, unique within the dataset.
 - ``condition``: str such as ``"normal"``, ``"night"``, ``"glare"`` or ``"unknown"``, for
   per-condition metrics.
@@ -34,6 +38,8 @@ SAMPLE_KEYS = (
     "instances",
     "instances_source",
     "has_image",
+    "reconstructed",
+    "has_reconstruction",
     "name",
     "condition",
 )
@@ -48,12 +54,14 @@ class SampleArrays:
         events: ``(C, H, W)`` float32 event representation.
         label: ``(H, W)`` int64 class ids, 255 = ignore.
         instances: ``(H, W)`` int64 instance ids, 0 = none.
+        reconstructed: ``(3, H, W)`` float32 well-exposed RGB in [0, 1] (see the module doc).
     """
 
     image: np.ndarray
     events: np.ndarray
     label: np.ndarray
     instances: np.ndarray
+    reconstructed: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,6 +75,7 @@ class SampleArrays:
             "events": self.events.shape[1:],
             "label": self.label.shape,
             "instances": self.instances.shape,
+            "reconstructed": self.reconstructed.shape[1:],
         }
         if len(set(grids.values())) != 1 or self.image.shape[0] != 3:
             msg = f"{where}: arrays are not on one (H, W) grid: {grids!r}"
@@ -80,6 +89,7 @@ def to_sample(
     condition: str,
     instances_source: str,
     has_image: bool,
+    has_reconstruction: bool = False,
 ) -> dict:
     """Turn the arrays of one sample into the dict the trainer reads (torch tensors)."""
     return {
@@ -89,6 +99,10 @@ def to_sample(
         "instances": torch.from_numpy(np.ascontiguousarray(arrays.instances, dtype=np.int64)),
         "instances_source": instances_source,
         "has_image": bool(has_image),
+        "reconstructed": torch.from_numpy(
+            np.ascontiguousarray(arrays.reconstructed, dtype=np.float32)
+        ),
+        "has_reconstruction": bool(has_reconstruction),
         "name": name,
         "condition": condition,
     }

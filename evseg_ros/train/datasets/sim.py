@@ -5,9 +5,11 @@ the labels of each trigger; this wraps them into the common sample dict so the s
 stand in for a real dataset in the same trainer. ``condition`` is the simulator's lighting
 (``normal`` / ``night`` / ``glare``).
 
-Instance ids: the simulator renders them, and they are used (``instances_source="file"``, i.e.
-stored with the data) when the sample set carries an ``instances`` array; the current cache
-format does not store them, so the label-map fallback is used until it does.
+Instance ids: the simulator renders object ids and the sample generator adds one id per
+connected stuff region; they are used (``instances_source="file"``, i.e. stored with the data)
+when the sample set carries an ``instances`` array, else the label-map fallback is used.
+``reconstructed`` is the simulator's clean render (privileged: see
+:meth:`~evseg_ros.sim.rig.CoaxialRigSim.render_clean_frame`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class SimRigDataset(SegmentationDataset):
         self.samples = samples
         instances = getattr(samples, "instances", None)
         self._stored_instances = None if instances is None else np.asarray(instances)
+        self._reconstructed = getattr(samples, "reconstructed", None)
 
     @classmethod
     def from_cache(
@@ -80,6 +83,11 @@ class SimRigDataset(SegmentationDataset):
     def load_image(self, index: int) -> np.ndarray:
         return np.asarray(self.samples.images[self._sample_index(index)], dtype=np.uint8)
 
+    def load_reconstruction(self, index: int) -> np.ndarray | None:
+        if self._reconstructed is None:
+            return None
+        return np.asarray(self._reconstructed[self._sample_index(index)], dtype=np.uint8)
+
     def instance_path(self, index: int) -> None:
         """Simulated instances are never files: they are in the samples or derived."""
         return None
@@ -96,4 +104,5 @@ class SimRigDataset(SegmentationDataset):
             name=name,
             condition=str(self.samples.lighting[index]),
             source=f"sim seed {seed} t={time_us} us",
+            reconstructed=self.load_reconstruction(index),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,10 @@ def coordinate_sample() -> SampleArrays:
     events = np.stack([ys, xs, np.zeros_like(ys)])
     label = ((ys // 4 + xs // 8) % 11).astype(np.int64)
     instances = (ys * WIDTH + xs + 1).astype(np.int64)
-    return SampleArrays(image=image, events=events, label=label, instances=instances)
+    # The reconstruction is a second RGB image of the same pixels: it must move with the frame.
+    return SampleArrays(
+        image=image, events=events, label=label, instances=instances, reconstructed=image.copy()
+    )
 
 
 def source_pixel(arrays: SampleArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -71,14 +76,15 @@ def test_scaled_samples_stay_aligned(seed: int) -> None:
     out = augmenter(coordinate_sample(), np.random.default_rng(seed))
     y, x = source_pixel(out)
     interior = (y > 0) & (y < HEIGHT - 1) & (x > 0) & (x < WIDTH - 1)
-    out = SampleArrays(out.image, out.events, out.label, np.where(interior, out.instances, 0))
+    np.testing.assert_allclose(out.reconstructed, out.image, atol=1e-6)
+    out = dataclasses.replace(out, instances=np.where(interior, out.instances, 0))
     assert_aligned(out, image_tolerance=0.5 + 1e-4, events_tolerance=0.5 + 1e-4)
 
 
 def test_scale_changes_size_keeps_counts_integer_up_and_their_mean_down() -> None:
     sample = coordinate_sample()
     counts = np.random.default_rng(0).integers(0, 5, size=(3, HEIGHT, WIDTH)).astype(np.float32)
-    sample = SampleArrays(sample.image, counts, sample.label, sample.instances)
+    sample = dataclasses.replace(sample, events=counts)
     for factor in (0.5, 0.75, 1.5, 2.0):
         out = scale(sample, factor)
         assert out.shape == (round(HEIGHT * factor), round(WIDTH * factor))
@@ -93,7 +99,7 @@ def test_scale_changes_size_keeps_counts_integer_up_and_their_mean_down() -> Non
     np.testing.assert_allclose(halved, expected, rtol=1e-6)
     single = np.zeros_like(counts)
     single[1, 5, 7] = 4.0  # one pixel's events survive a shrink that nearest would miss
-    assert scale(SampleArrays(sample.image, single, sample.label, sample.instances), 0.5).events[
+    assert scale(dataclasses.replace(sample, events=single), 0.5).events[
         1
     ].sum() == pytest.approx(1.0)
     doubled = scale(sample, 2.0)

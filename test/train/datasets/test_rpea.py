@@ -219,3 +219,25 @@ def test_collate_rejects_mixed_samples() -> None:
         collate([])
     with pytest.raises(ValueError, match="keys"):
         collate([{"a": torch.zeros(1)}, {"b": torch.zeros(1)}])
+
+
+def test_reconstructed_folder_is_used_and_its_absence_is_counted_and_warned_once(
+    tmp_path, caplog
+) -> None:
+    folder = make_split(tmp_path)
+    clean = write_image(folder / "reconstructed" / "a.png", 200)  # only sample a has one
+    dataset = RpeaDataset(tmp_path, "train", num_classes=11)
+    with caplog.at_level(logging.WARNING):
+        samples = [dataset[i] for i in range(3)]
+    assert [s["has_reconstruction"] for s in samples] == [True, False, False]
+    expected = torch.from_numpy(clean.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    torch.testing.assert_close(samples[0]["reconstructed"], expected)
+    assert not torch.equal(samples[0]["reconstructed"], samples[0]["image"])
+    # Without one the frame stands in, counted per sample and warned once.
+    assert torch.equal(samples[1]["reconstructed"], samples[1]["image"])
+    assert dataset.counters.samples_without_reconstruction == 2
+    warnings = [r for r in caplog.records if "reconstructed/" in r.getMessage()]
+    assert len(warnings) == 1
+    # SAM segments the well-exposed image where there is one.
+    np.testing.assert_array_equal(dataset.load_sam_image(0), clean)
+    np.testing.assert_array_equal(dataset.load_sam_image(1), dataset.load_image(1))
