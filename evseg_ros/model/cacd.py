@@ -479,7 +479,8 @@ class CACDNet(nn.Module):
         if self.event_encoder is not None:
             raw_event_features = self.event_encoder(normalize_events(events))
             event_features = raw_event_features
-            if self.event_lift is not None and keep_features:
+            # Fusion lifts inside itself; without fusion (event_only) the decoder needs them.
+            if self.event_lift is not None and (keep_features or self.fusion is None):
                 event_features = [
                     lift(stage) for lift, stage in zip(self.event_lift, raw_event_features)
                 ]

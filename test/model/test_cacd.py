@@ -330,3 +330,10 @@ def test_inference_skips_the_lifted_maps_but_not_their_effect() -> None:
     torch.testing.assert_close(logits, training_view.logits)
     # The losses get the event maps at the frame's widths, inference the encoder's own.
     assert [f.shape[1] for f in training_view.event_features] == list(net.stage_channels)
+
+
+def test_a_light_event_only_network_runs_in_inference_and_training_alike() -> None:
+    net = _net("event_only", event_backbone="mit_e0").eval()
+    image, events = _inputs(batch=1, height=64, width=64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(image, events), net.forward_features(image, events).logits)
