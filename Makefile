@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv demo test lint model ablation bench-inference bench bench-gpu bench-transport bench-replay bench-faults soak fuzz
+.PHONY: venv demo test lint model ablation bench-inference bench bench-gpu gpu-check bench-transport bench-replay bench-faults soak fuzz
 
 venv:
 	@bash scripts/bootstrap.sh $(VENV)
@@ -21,13 +21,18 @@ test: venv
 lint: venv
 	$(PY) -m ruff check evseg_ros test scripts launch  # settings: .ruff.toml
 
-# event decode / accumulate throughput (CPU; numba vs numpy vs expelliarmus)
+# what the accumulator node runs on a CPU: numpy reference vs host path vs fused path (M ev/s)
 bench: venv
 	$(PY) scripts/bench_events.py
 
-# the torch path; on a CUDA machine it times the GPU
+# on a CUDA machine: GPU decode+accumulate, every GPU backend x MiT B0/B2/B5 x 512x512/1034x617,
+# and frame->mask through the graph at 30 and 60 Hz (output/bench/*.json, ros2_benchmark names)
 bench-gpu: venv
 	$(PY) scripts/bench_events_gpu.py
+	$(PY) scripts/bench_inference.py --matrix --mit b0,b2,b5 --repeats 50 \
+		--backends tensorrt/cuda,pytorch/cuda/fp16,onnxruntime/cuda,onnxruntime/cpu \
+		--json output/bench/inference_gpu.json
+	$(PY) scripts/bench_replay.py --hz 30,60 --device cuda --json output/bench/replay_gpu.json
 
 # event transport driver -> accumulator: in-process, Fast DDS shared memory / UDP, decode-only
 bench-transport: venv
@@ -61,6 +66,12 @@ model: venv
 ablation: venv
 	$(PY) scripts/run_ablation.py --output models --overwrite
 
-# CACD fused vs image-only on ONNX Runtime CPU, 2 threads: 'ratio fused/image_only WxH' lines
+# CACD fused vs image-only on ONNX Runtime CPU, 2 threads: 'ratio fused/image_only WxH' lines;
+# then the CPU backends' latency table (the GPU ones: make bench-gpu)
 bench-inference: venv
 	$(PY) scripts/bench_inference.py
+	$(PY) scripts/bench_inference.py --matrix --json output/bench/inference_cpu.json
+
+# the one script to run on a GPU machine: CUDA tests, GPU timings against the goals, TensorRT import
+gpu-check:
+	bash scripts/gpu_check.sh

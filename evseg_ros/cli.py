@@ -359,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--pretty", action="store_true", help="indent the JSON")
     info.set_defaults(func=_cmd_info)
 
+    from evseg_ros.doctor import register as add_doctor_parser  # noqa: PLC0415
     from evseg_ros.nodes.record_cli import add_record_parser  # noqa: PLC0415 (no rclpy import)
+    from evseg_ros.runtime.cli import add_backends_parser, add_build_engine_parser  # noqa: PLC0415
     from evseg_ros.sim.recording_cli import add_simulate_parser  # noqa: PLC0415
     from evseg_ros.train.cli import add_export_parser, add_train_parser  # no torch import
 
@@ -367,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_record_parser(sub)
     add_train_parser(sub)
     add_export_parser(sub)
+    add_backends_parser(sub)
+    add_build_engine_parser(sub)
+    add_doctor_parser(sub)
 
     calibrate = sub.add_parser(
         "calibrate",

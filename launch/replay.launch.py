@@ -8,6 +8,9 @@ recording rendered at another size than the config's calibration carries its own
     ros2 launch evseg_ros replay.launch.py bag:=/path/to/recording
     ros2 launch evseg_ros replay.launch.py bag:=/path/to/recording pacing:=lockstep rviz:=true
     ros2 launch evseg_ros replay.launch.py bag:=/path/to/recording rate:=0.5 loop:=true
+    ros2 launch evseg_ros replay.launch.py bag:=/path/to/recording managed:=true
+
+The other arguments (``managed``, ``model``, ``backend``, ...) are the core's, passed through.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Every node reads ``config/rig.yaml`` (or ``config:=...``), the file the in-proce
     ros2 launch evseg_ros rig.launch.py                                   # simulated rig
     ros2 launch evseg_ros rig.launch.py source:=hardware rviz:=true       # EVK4 + Blackfly S
     ros2 launch evseg_ros rig.launch.py source:=replay bag:=/path/to/recording pacing:=lockstep
+    ros2 launch evseg_ros rig.launch.py managed:=true   # lifecycle nodes, brought up in order
 """
 
 from __future__ import annotations

@@ -18,6 +18,14 @@ recording that carries its calibration (simulated ones do, in their metadata) ge
 default. Processes talk over Fast DDS shared memory (``config/fastdds_shm.xml``): large images
 between processes need it. ``rviz:=true`` starts RViz with the overlay and the mask on the topics
 of ``namespace``; where rviz2 is not installed the rig starts without it and says so.
+
+``managed:=true`` starts the four nodes as managed (lifecycle) nodes and drives their
+transitions: each is configured as soon as its process is up (models, decoders, sources
+loaded), the accumulator and the segmentation node are activated once configured, and the two
+drivers once both of those are active, so no frame is published into a graph that is not yet
+listening. A node whose configure fails stays unconfigured with the reason in its log; the rest
+wait for it, and ``ros2 lifecycle set`` can retry it. With ``source:=replay`` the recording's
+start is still ``replay_start_delay_s`` after launch: give the models time to load.
 """
 
 from __future__ import annotations
@@ -36,22 +44,34 @@ from ament_index_python.packages import (
 )
 from launch.actions import (
     DeclareLaunchArgument,
+    EmitEvent,
     OpaqueFunction,
     RegisterEventHandler,
     SetEnvironmentVariable,
 )
-from launch.event_handlers import OnShutdown
+from launch.event_handlers import OnProcessStart, OnShutdown
+from launch.events import matches_action
 from launch.launch_context import LaunchContext
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
 PACKAGE = "evseg_ros"
 #: the namespace config/rig.rviz is written for
 RVIZ_NAMESPACE = "rig"
+#: the command-line flag that makes a node executable start its managed twin
+#: (evseg_ros.nodes.managed.MANAGED_FLAG)
+MANAGED_FLAG = "--managed"
+#: managed:=true brings these up first (activated once configured) ...
+CONSUMERS = ("accumulator", "segmentation")
+#: ... and these once every consumer is active
+DRIVERS = ("evk4_driver", "flir_driver")
 
 
 class RigLaunchError(RuntimeError):
@@ -99,8 +119,13 @@ def generate_launch_description() -> LaunchDescription:
             description="ONNX model (relative paths resolve against the package share)",
         ),
         DeclareLaunchArgument(
-            "backend", default_value="auto", choices=["auto", "onnxruntime", "pytorch"],
+            "backend", default_value="auto", choices=["auto", "tensorrt", "pytorch", "onnxruntime"],
             description="segmentation inference backend",
+        ),
+        DeclareLaunchArgument(
+            "device", default_value="",
+            description="where the accumulator and segmentation run: auto, cpu, cuda or cuda:N; "
+            "empty: the config's",
         ),
         DeclareLaunchArgument(
             "namespace", default_value="rig", description="namespace of every node and topic",
@@ -113,6 +138,12 @@ def generate_launch_description() -> LaunchDescription:
             "rviz", default_value="false", choices=["true", "false"],
             description="start RViz with the overlay and mask displays (skipped, with a warning, "
             "where rviz2 is not installed)",
+        ),
+        DeclareLaunchArgument(
+            "managed", default_value="false", choices=["true", "false"],
+            description="start the nodes as managed (lifecycle) nodes: each is configured when "
+            "its process is up, the accumulator and segmentation activated once configured, "
+            "the drivers once both are active",
         ),
     ]
     return LaunchDescription(
@@ -144,6 +175,7 @@ def launch_setup(context: LaunchContext) -> list:
     if not calibration and source == "replay" and value("bag"):
         calibration = _recording_calibration(value("bag"))
     shared = {"calibration_file": calibration} if calibration else {}
+    on_device = {"device": value("device")} if value("device") else {}
     if source == "sim":
         # both simulated drivers must agree on when sensor time 0 was: fixed once, here
         sim_epoch_ns = time.time_ns()
@@ -166,25 +198,31 @@ def launch_setup(context: LaunchContext) -> list:
         # the frame driver's playhead on /clock, like `ros2 bag play --clock`
         flir = {**evk4, "replay_publish_clock": True}
 
+    managed = value("managed") == "true"
     nodes = [
-        Node(
+        _node(
+            managed,
             package=PACKAGE, executable="evk4_driver", name="evk4_driver", namespace=namespace,
             parameters=[config, shared, evk4], output="screen",
         ),
-        Node(
+        _node(
+            managed,
             package=PACKAGE, executable="flir_driver", name="flir_driver", namespace=namespace,
             parameters=[config, shared, flir], output="screen",
         ),
-        Node(
+        _node(
+            managed,
             package=PACKAGE, executable="accumulator", name="accumulator", namespace=namespace,
-            parameters=[config, shared], output="screen",
+            parameters=[config, shared, on_device], output="screen",
         ),
-        Node(
+        _node(
+            managed,
             package=PACKAGE, executable="segmentation", name="segmentation",
             namespace=namespace,
             parameters=[
                 config,
                 shared,
+                on_device,
                 {
                     "backend": value("backend"),
                     "model_path": value("model"),
@@ -194,9 +232,86 @@ def launch_setup(context: LaunchContext) -> list:
             output="screen",
         ),
     ]
+    if managed:
+        nodes += ManagedBringup(nodes).actions()
     if value("rviz") == "true":
         nodes += _rviz(namespace)
     return nodes
+
+
+def _node(managed: bool, **kwargs) -> Node:
+    """A graph node: launch_ros's Node, or a LifecycleNode running the node's managed twin."""
+    if managed:
+        return LifecycleNode(**kwargs, arguments=[MANAGED_FLAG])
+    return Node(**kwargs)
+
+
+class ManagedBringup:
+    """The transitions that bring managed nodes up, consumers before drivers.
+
+    Every node is configured when its process has started. The consumers are activated as
+    soon as they are configured (inactive); the drivers, which start the streams, are activated
+    when they are configured and every consumer is active, whichever happens last.
+    """
+
+    def __init__(self, nodes: list) -> None:
+        self.consumers = [node for node in nodes if node.node_executable in CONSUMERS]
+        self.drivers = [node for node in nodes if node.node_executable in DRIVERS]
+        self._inactive_consumers = {id(node) for node in self.consumers}
+        self._configured_drivers: list = []
+
+    def actions(self) -> list:
+        actions = [
+            RegisterEventHandler(
+                OnProcessStart(
+                    target_action=node, on_start=[_change(node, Transition.TRANSITION_CONFIGURE)]
+                )
+            )
+            for node in (*self.consumers, *self.drivers)
+        ]
+        for node in self.consumers:
+            actions.append(
+                _on_transition(node, "configuring", "inactive",
+                               [_change(node, Transition.TRANSITION_ACTIVATE)])
+            )
+            actions.append(
+                _on_transition(node, "activating", "active",
+                               [OpaqueFunction(function=self._consumer_active, args=[node])])
+            )
+        for node in self.drivers:
+            actions.append(
+                _on_transition(node, "configuring", "inactive",
+                               [OpaqueFunction(function=self._driver_configured, args=[node])])
+            )
+        return actions
+
+    def _consumer_active(self, _context: LaunchContext, node) -> list:
+        self._inactive_consumers.discard(id(node))
+        return self._release_drivers()
+
+    def _driver_configured(self, _context: LaunchContext, node) -> list:
+        self._configured_drivers.append(node)
+        return self._release_drivers()
+
+    def _release_drivers(self) -> list:
+        if self._inactive_consumers:
+            return []
+        drivers, self._configured_drivers = self._configured_drivers, []
+        return [_change(node, Transition.TRANSITION_ACTIVATE) for node in drivers]
+
+
+def _change(node, transition_id: int) -> EmitEvent:
+    return EmitEvent(
+        event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)
+    )
+
+
+def _on_transition(node, start: str, goal: str, entities: list) -> RegisterEventHandler:
+    return RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node, start_state=start, goal_state=goal, entities=entities
+        )
+    )
 
 
 def _recording_calibration(bag: str) -> str:

@@ -51,7 +51,8 @@ class EventFrameBuilder:
         self.event_height = calibration.event_camera.height
         self.width = calibration.output_width
         self.height = calibration.output_height
-        self._lut = build_pixel_lut(calibration)
+        #: Flat frame pixel of every event pixel (``y * event_width + x``), -1 for none.
+        self.lut = build_pixel_lut(calibration)
         #: Events whose pixel has no frame pixel (outside the shared field of view) or whose
         #: coordinates are outside the sensor; counted, not silently dropped.
         self.unmapped_events = 0
@@ -66,7 +67,7 @@ class EventFrameBuilder:
         y = events["y"].astype(np.int64)
         on_sensor = (x < self.event_width) & (y < self.event_height)
         target = np.full(len(events), -1, dtype=np.int64)
-        target[on_sensor] = self._lut[y[on_sensor] * self.event_width + x[on_sensor]]
+        target[on_sensor] = self.lut[y[on_sensor] * self.event_width + x[on_sensor]]
         keep = target >= 0
         self.unmapped_events += int(len(events) - np.count_nonzero(keep))
         return target[keep], keep

@@ -34,13 +34,12 @@ from evseg_ros.events.evt3 import (
     DecodedEvents,
     DecoderCounters,
     OutputRecords,
-    _check_geometry,
     _ext,
     _in_force,
     _outputs,
     _prefix_count,
-    as_byte_array,
 )
+from evseg_ros.events.framing import WordFramer, check_geometry
 
 __all__ = ["BLOCK_WORDS", "EVT2_TIME_PERIOD_US", "Evt2Decoder"]
 
@@ -75,7 +74,7 @@ class Evt2Decoder:
     """
 
     def __init__(self, *, width: int = 1280, height: int = 720) -> None:
-        self.width, self.height = _check_geometry(width, height)
+        self.width, self.height = check_geometry(width, height)
         self.counters = DecoderCounters()
         self.reset()
 
@@ -86,7 +85,7 @@ class Evt2Decoder:
         self._epoch = 0  # multiple of EVT2_TIME_PERIOD_US
         self._low = 0  # low 6 bits of the last item after the last TIME_HIGH
         self._last_t = 0  # time of the last event or trigger word, to spot time going back
-        self._tail = b""
+        self._framer = WordFramer(4)
 
     @property
     def current_time_us(self) -> int:
@@ -96,7 +95,7 @@ class Evt2Decoder:
     @property
     def buffered_bytes(self) -> int:
         """Bytes of an incomplete word held back for the next call."""
-        return len(self._tail)
+        return self._framer.held_bytes
 
     def decode(self, data: bytes | bytearray | memoryview | np.ndarray) -> DecodedEvents:
         """Decode every complete word of ``data`` (after any bytes held back before).
@@ -111,14 +110,7 @@ class Evt2Decoder:
             EventDecodeError: ``data`` is not a supported buffer type (stream content never
                 raises).
         """
-        buf = as_byte_array(data)
-        if self._tail:
-            buf = np.concatenate((np.frombuffer(self._tail, dtype=np.uint8), buf))
-        whole = buf.size & ~3
-        self._tail = buf[whole:].tobytes()
-        words = buf[:whole].view("<u4")
-        if not words.flags.aligned:  # e.g. a payload after a header of odd length
-            words = words.copy()
+        words = self._framer.words(data)
         events, triggers = _outputs(words.size)
         for start in range(0, words.size, BLOCK_WORDS):
             self._decode_block(words[start : start + BLOCK_WORDS], events, triggers)

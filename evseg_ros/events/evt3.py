@@ -1,28 +1,9 @@
 """Prophesee EVT 3.0 codec: a stateful vectorised decoder, a matching encoder, a .raw reader.
 
-EVT 3.0 is a stream of 16-bit little-endian words whose top 4 bits give the word type. Most
-words do not carry an event but update a piece of decoder state (row ``y``, vector base ``x``
-and polarity, low or high 12 bits of the 24-bit microsecond clock); event words are then
-interpreted against that state:
-
-========  ==============  ===========================================================
-type      name            payload (bits 11..0)
-========  ==============  ===========================================================
-``0x0``   EVT_ADDR_Y      y in bits 10..0 (bit 11: master/slave system type, ignored)
-``0x2``   EVT_ADDR_X      x in bits 10..0, polarity in bit 11: one event at (x, y, t)
-``0x3``   VECT_BASE_X     base x in bits 10..0, polarity in bit 11 for later vectors
-``0x4``   VECT_12         validity mask: event at base + i for each set bit i; base += 12
-``0x5``   VECT_8          same with an 8-bit mask (bits 7..0); base += 8
-``0x6``   EVT_TIME_LOW    time bits 11..0
-``0x7``   CONTINUED_4     vendor payload, skipped
-``0x8``   EVT_TIME_HIGH   time bits 23..12
-``0xA``   EXT_TRIGGER     edge in bit 0 (1 = rising), channel id in bits 11..8
-``0xE``   OTHERS          vendor sub-type, skipped
-``0xF``   CONTINUED_12    vendor payload, skipped
-========  ==============  ===========================================================
-
-Every other type is reserved; the decoder skips and counts it instead of failing, because a
-live camera link or a recorder's padding must never take the pipeline down.
+The word format (types, bit fields, clock wrap) is defined once in
+:mod:`evseg_ros.events.evt3_format`; this module is the reference decoder that the compiled
+(:mod:`~evseg_ros.events.evt3_fast`) and torch (:mod:`~evseg_ros.events.evt3_torch`) decoders
+must match bit for bit.
 
 Why vectorised: a Python loop over words runs at roughly one million words per second, far
 below a busy sensor's rate. Every piece of state is a "last value set before this word" lookup,
@@ -55,7 +36,6 @@ and keeping them loses nothing a caller could not filter out.
 
 from __future__ import annotations
 
-import array
 import os
 import re
 from dataclasses import dataclass, fields
@@ -65,13 +45,37 @@ from typing import NamedTuple
 import numpy as np
 
 from evseg_ros.events.errors import EventDecodeError
-from evseg_ros.events.types import (
-    EVENT_DTYPE,
-    EVT3_TIME_PERIOD_US,
-    TRIGGER_DTYPE,
-    empty_events,
-    empty_triggers,
+from evseg_ros.events.evt3_format import (
+    ADDR_X,
+    ADDR_Y,
+    CONTINUED_4,
+    CONTINUED_12,
+    COORD_MASK,
+    EXT_TRIGGER,
+    MAX_COORD,
+    OTHERS,
+    PAYLOAD_MASK,
+    POLARITY_SHIFT,
+    TIME_HIGH,
+    TIME_HIGH_RANGE,
+    TIME_LOW,
+    TIME_LOW_BITS,
+    TIME_PERIOD_US,
+    TRIGGER_CHANNEL_MASK,
+    TRIGGER_CHANNEL_SHIFT,
+    TRIGGER_VALUE_MASK,
+    TYPE_SHIFT,
+    VECT_8,
+    VECT_8_MASK,
+    VECT_8_STEP,
+    VECT_12,
+    VECT_12_STEP,
+    VECT_BASE_X,
+    WORD_BYTES,
+    WRAP_DROP,
 )
+from evseg_ros.events.framing import WordFramer, check_geometry
+from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE, empty_events, empty_triggers
 
 __all__ = [
     "BLOCK_WORDS",
@@ -79,36 +83,14 @@ __all__ = [
     "DecoderCounters",
     "Evt3Decoder",
     "Evt3EncoderState",
-    "as_byte_array",
     "empty_decoded",
     "encode_evt3",
     "read_raw_file",
 ]
 
-# Word types (top 4 bits of each 16-bit word).
-ADDR_Y = 0x0
-ADDR_X = 0x2
-VECT_BASE_X = 0x3
-VECT_12 = 0x4
-VECT_8 = 0x5
-TIME_LOW = 0x6
-CONTINUED_4 = 0x7
-TIME_HIGH = 0x8
-EXT_TRIGGER = 0xA
-OTHERS = 0xE
-CONTINUED_12 = 0xF
-#: Reserved types: skipped and counted as unknown.
-UNKNOWN_TYPES = (0x1, 0x9, 0xB, 0xC, 0xD)
-
-_HIGH_RANGE = 1 << 12  # TIME_HIGH carries 12 bits
-#: A TIME_HIGH that drops by more than this many steps is a wrap of the 24-bit clock; the
-#: encoder therefore never lets two consecutive TIME_HIGH words be this far apart.
-_WRAP_DROP = _HIGH_RANGE // 2
 #: Largest forward TIME_HIGH step the encoder emits (in units of 4096 us): one below half the
-#: range, so that a wrap always looks like a drop of more than half the range.
-_MAX_HIGH_STEP = _WRAP_DROP - 1
-#: EVT 3.0 addresses are 11 bits wide.
-_MAX_COORD = 1 << 11
+#: range, so that a wrap always looks like a drop of more than half the range to a decoder.
+_MAX_HIGH_STEP = WRAP_DROP - 1
 #: Number of set bits of every 12-bit vector mask (np.bitwise_count needs numpy >= 2).
 _POPCOUNT_12 = np.array([v.bit_count() for v in range(1 << 12)], dtype=np.uint8)
 #: The lowest ``l`` bits set, for l = 0..12: the mask bits of a vector word whose pixels are
@@ -207,42 +189,6 @@ def empty_decoded() -> DecodedEvents:
     return DecodedEvents(empty_events(), empty_triggers())
 
 
-def as_byte_array(data: object) -> np.ndarray:
-    """View a caller's buffer as a 1-D ``uint8`` array without copying when possible.
-
-    Accepts ``bytes``, ``bytearray``, ``array.array('B')``, ``memoryview`` and numpy arrays of
-    unsigned integers: ``uint8`` bytes, or already assembled words (``uint16`` for EVT3,
-    ``uint32`` for EVT2), which are laid out as the little-endian bytes the stream consists
-    of. Anything else is a programming error, not a stream error.
-
-    Raises:
-        EventDecodeError: ``data`` is not a supported buffer type.
-    """
-    if isinstance(data, np.ndarray):
-        if data.dtype == np.uint8:
-            return np.ascontiguousarray(data).reshape(-1)
-        if data.dtype.kind == "u" and data.dtype.itemsize in (2, 4, 8):
-            little = data.dtype.newbyteorder("<")
-            return np.ascontiguousarray(data, dtype=little).reshape(-1).view(np.uint8)
-        raise EventDecodeError(
-            f"event buffer must be an unsigned integer array, got dtype {str(data.dtype)!r}"
-        )
-    if isinstance(data, (bytes, bytearray)):
-        return np.frombuffer(data, dtype=np.uint8)
-    if isinstance(data, array.array) and data.typecode == "B":
-        # what rclpy hands out for a ``uint8[]`` field such as EventPacket.events
-        return np.frombuffer(data, dtype=np.uint8)
-    if isinstance(data, memoryview):
-        try:
-            return np.frombuffer(data.cast("B"), dtype=np.uint8)
-        except (TypeError, ValueError):
-            return np.frombuffer(data.tobytes(), dtype=np.uint8)
-    raise EventDecodeError(
-        f"event buffer must be bytes, bytearray, array('B'), memoryview or a numpy array, "
-        f"got {type(data).__name__!r}"
-    )
-
-
 class OutputRecords:
     """One output array (events or triggers) filled block after block, grown in place.
 
@@ -284,16 +230,6 @@ class OutputRecords:
         if self._array.size != self._size:
             self._array.resize(self._size, refcheck=False)  # a shrink, done in place
         return self._array
-
-
-def _check_geometry(width: object, height: object) -> tuple[int, int]:
-    """Validate sensor geometry arguments shared by the decoders."""
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise EventDecodeError(f"{name} must be an int, got {value!r}")
-        if not 0 < int(value) <= 0xFFFF:
-            raise EventDecodeError(f"{name} must be in 1..65535, got {value!r}")
-    return int(width), int(height)  # type: ignore[arg-type]
 
 
 def _prefix_count(is_marker: np.ndarray) -> np.ndarray | None:
@@ -378,7 +314,7 @@ class Evt3Decoder:
     def __init__(
         self, *, width: int = 1280, height: int = 720, time_low_rollover: bool = False
     ) -> None:
-        self.width, self.height = _check_geometry(width, height)
+        self.width, self.height = check_geometry(width, height)
         self.time_low_rollover = bool(time_low_rollover)
         self.counters = DecoderCounters()
         self.reset()
@@ -394,18 +330,18 @@ class Evt3Decoder:
         self._epoch = 0
         self._stamp = 0  # time in force at the last TIME_LOW, to spot stamps going backwards
         self._rollover = 0  # time_low_rollover mode: 4096 us per TIME_LOW drop so far
-        self._tail = b""
+        self._framer = WordFramer(WORD_BYTES)
         self._pending = np.empty(0, dtype=np.uint16)
 
     @property
     def current_time_us(self) -> int:
         """Unwrapped clock value after the last consumed word."""
-        return self._epoch + (self._high << 12) + self._low + self._rollover
+        return self._epoch + (self._high << TIME_LOW_BITS) + self._low + self._rollover
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held back for the next call (an odd byte, or words left by decode_until)."""
-        return len(self._tail) + 2 * int(self._pending.size)
+        return self._framer.held_bytes + WORD_BYTES * int(self._pending.size)
 
     # ------------------------------------------------------------------ public decoding API
 
@@ -469,15 +405,8 @@ class Evt3Decoder:
     # ------------------------------------------------------------------ internals
 
     def _take_words(self, data: object) -> np.ndarray:
-        """Join buffered bytes with ``data`` and return all complete words (uint16)."""
-        buf = as_byte_array(data)
-        if self._tail:
-            buf = np.concatenate((np.frombuffer(self._tail, dtype=np.uint8), buf))
-        even = buf.size & ~1
-        self._tail = buf[even:].tobytes()
-        words = buf[:even].view("<u2")
-        if not words.flags.aligned:  # e.g. a payload after a header of odd length
-            words = words.copy()
+        """Words held back by decode_until, then the words ``data`` completes (uint16)."""
+        words = self._framer.words(data)
         if self._pending.size:
             words = np.concatenate((self._pending, words))
             self._pending = np.empty(0, dtype=np.uint16)
@@ -488,13 +417,13 @@ class Evt3Decoder:
 
         Reads the clock from the current state, so ``w`` must be the next words to decode.
         """
-        ty = w >> 12
+        ty = w >> TYPE_SHIFT
         item_idx = np.flatnonzero(
             (ty == ADDR_X) | (ty == VECT_12) | (ty == VECT_8) | (ty == EXT_TRIGGER)
         )
         if item_idx.size == 0:
             return None
-        times = self._time_track(ty, w & 0x0FFF).at(item_idx)
+        times = self._time_track(ty, w & PAYLOAD_MASK).at(item_idx)
         late = np.flatnonzero(times >= t_limit_us)
         if late.size == 0:
             return None
@@ -530,17 +459,17 @@ class Evt3Decoder:
             prev = np.empty_like(high)
             prev[0] = self._high
             prev[1:] = high[:-1]
-            wrap = prev - high > _WRAP_DROP
-            epoch = self._epoch + np.cumsum(wrap, dtype=np.int64) * EVT3_TIME_PERIOD_US
+            wrap = prev - high > WRAP_DROP
+            epoch = self._epoch + np.cumsum(wrap, dtype=np.int64) * TIME_PERIOD_US
             wraps = int(np.count_nonzero(wrap))
             last_high, last_epoch = int(high[-1]), int(epoch[-1])
-            high = epoch + (high << 12)
-        hi_ext = _ext(self._epoch + (self._high << 12), high)
+            high = epoch + (high << TIME_LOW_BITS)
+        hi_ext = _ext(self._epoch + (self._high << TIME_LOW_BITS), high)
         lo_ext = _ext(self._low, low)
         stamp = hi_ext[np.cumsum(is_hi)] + lo_ext[np.cumsum(is_lo)]
         last_rollover = self._rollover
         if self.time_low_rollover:
-            drops = np.cumsum(lo_ext[1:] < lo_ext[:-1], dtype=np.int64) * (1 << 12)
+            drops = np.cumsum(lo_ext[1:] < lo_ext[:-1], dtype=np.int64) * TIME_HIGH_RANGE
             rollover_ext = _ext(self._rollover, self._rollover + drops)
             stamp += rollover_ext[np.cumsum(is_lo)]
             last_rollover = int(rollover_ext[-1])
@@ -575,8 +504,8 @@ class Evt3Decoder:
         n = int(w.size)
         if n == 0:
             return
-        ty = (w >> 12).astype(np.uint8)
-        pl = w & 0x0FFF
+        ty = (w >> TYPE_SHIFT).astype(np.uint8)
+        pl = w & PAYLOAD_MASK
         clock = self._time_track(ty, pl)
 
         is_vec = (ty - VECT_12) <= VECT_8 - VECT_12  # uint8 wraps, so this is 4 <= ty <= 5
@@ -589,13 +518,13 @@ class Evt3Decoder:
         n_base = int(np.count_nonzero(is_base))
 
         # Row in force at each CD word.
-        y_val = pl[is_y] & 0x7FF
+        y_val = pl[is_y] & COORD_MASK
         y_ext = _ext(self._y, y_val, np.int32)
         y_word = _in_force(_prefix_count(is_y) if y_val.size else None, y_ext, cd_idx)
 
         cd_pl = pl[cd_idx]
-        x_word = (cd_pl & 0x7FF).astype(np.int32)
-        p_word = (cd_pl >> 11).astype(np.uint8)
+        x_word = (cd_pl & COORD_MASK).astype(np.int32)
+        p_word = (cd_pl >> POLARITY_SHIFT).astype(np.uint8)
         vec_rows = np.flatnonzero(ty[cd_idx] != ADDR_X) if n_vect else None
         if n_vect or n_base:
             self._vector_state(ty, pl, is_base | is_vec, x_word, p_word, vec_rows)
@@ -611,7 +540,7 @@ class Evt3Decoder:
             _copy_kept(events, on_sensor, n_keep, x_word, y_word, p_word, t_word)
         else:
             v_mask = cd_pl[vec_rows]
-            v_mask = np.where(ty[cd_idx[vec_rows]] == VECT_8, v_mask & 0xFF, v_mask)
+            v_mask = np.where(ty[cd_idx[vec_rows]] == VECT_8, v_mask & VECT_8_MASK, v_mask)
             kept_bits = on_sensor.astype(np.uint16)
             kept_bits[vec_rows] = self._bits_on_sensor(v_mask, x_word[vec_rows], y_word[vec_rows])
             n_total += int(_POPCOUNT_12[v_mask].sum()) - vec_rows.size
@@ -623,8 +552,8 @@ class Evt3Decoder:
         if tr_idx.size:
             tr_pl = pl[tr_idx]
             triggers["t"] = clock.at(tr_idx)
-            triggers["channel"] = (tr_pl >> 8) & 0xF
-            triggers["value"] = tr_pl & 1
+            triggers["channel"] = (tr_pl >> TRIGGER_CHANNEL_SHIFT) & TRIGGER_CHANNEL_MASK
+            triggers["value"] = tr_pl & TRIGGER_VALUE_MASK
 
         # Carry the remaining state past this block.
         self._y = int(y_ext[-1])
@@ -664,7 +593,7 @@ class Evt3Decoder:
         word, the base running far past the sensor) from materialising events that do not
         exist.
         """
-        room = np.clip(self.width - base, 0, 12)
+        room = np.clip(self.width - base, 0, VECT_12_STEP)
         room[row >= self.height] = 0
         return mask & _LOW_BITS[room]
 
@@ -693,12 +622,12 @@ class Evt3Decoder:
         v_ty = ty[v_idx]
         v_pl = pl[v_idx]
         v_is_base = v_ty == VECT_BASE_X
-        step = np.where(v_ty == VECT_12, 12, np.where(v_ty == VECT_8, 8, 0))
+        step = np.where(v_ty == VECT_12, VECT_12_STEP, np.where(v_ty == VECT_8, VECT_8_STEP, 0))
         advanced = np.cumsum(step, dtype=np.int64) - step  # base advance before each word
         b_loc = np.flatnonzero(v_is_base)
         n_bases = np.cumsum(v_is_base, dtype=np.int64)  # bases at or before each word
-        base_ext = _ext(self._base_x, v_pl[b_loc] & 0x7FF)
-        pol_ext = _ext(self._vect_pol, v_pl[b_loc] >> 11, np.uint8)
+        base_ext = _ext(self._base_x, v_pl[b_loc] & COORD_MASK)
+        pol_ext = _ext(self._vect_pol, v_pl[b_loc] >> POLARITY_SHIFT, np.uint8)
         adv_ext = _ext(0, advanced[b_loc])
         k = int(n_bases[-1])
         self._base_x = int(base_ext[k] + advanced[-1] + step[-1] - adv_ext[k])
@@ -810,12 +739,12 @@ class Evt3EncoderState:
     @property
     def time_high(self) -> int:
         """12-bit TIME_HIGH value the decoder holds."""
-        return (self.time_us >> 12) & 0xFFF
+        return (self.time_us >> TIME_LOW_BITS) & PAYLOAD_MASK
 
     @property
     def time_low(self) -> int:
         """12-bit TIME_LOW value the decoder holds."""
-        return self.time_us & 0xFFF
+        return self.time_us & PAYLOAD_MASK
 
 
 def _field(
@@ -856,7 +785,7 @@ def _check_sorted(t: np.ndarray, name: str) -> None:
 
 
 #: 12-pixel window of each x: VECT_12 words cover [12 k, 12 k + 12).
-_WINDOW_OF_X = (np.arange(_MAX_COORD) // 12).astype(np.int16)
+_WINDOW_OF_X = (np.arange(MAX_COORD) // VECT_12_STEP).astype(np.int16)
 
 # Word slots per item in the encoder's (items, 5) layout; a boolean mask picks the used ones.
 _SLOT_HIGH, _SLOT_LOW, _SLOT_Y, _SLOT_A, _SLOT_B = range(5)
@@ -885,7 +814,7 @@ def _event_rows(
     used[0, _SLOT_Y] = last_y is None or int(ey[0]) != last_y
     used[1:, _SLOT_Y] = ey[1:] != ey[:-1]
     words[:, _SLOT_Y] = ey  # ADDR_Y is type 0: the word is the row itself
-    addr_x = (ADDR_X << 12) | (ep << 11) | ex
+    addr_x = (ADDR_X << TYPE_SHIFT) | (ep << POLARITY_SHIFT) | ex
 
     # Runs: consecutive events sharing time, row and polarity with x strictly increasing.
     cont = np.zeros(n, dtype=bool)
@@ -913,12 +842,14 @@ def _event_rows(
     vec = np.repeat(vec_chain, chain_events)
     vi = np.flatnonzero(vec)
     win_id = np.cumsum(new_win[vi]) - 1
-    bit = np.left_shift(1, ex[vi] - win[vi] * 12)
+    bit = np.left_shift(1, ex[vi] - win[vi] * VECT_12_STEP)
     masks = np.bincount(win_id, weights=bit).astype(np.uint16)
-    vect12 = (VECT_12 << 12) | masks[win_id]
+    vect12 = (VECT_12 << TYPE_SHIFT) | masks[win_id]
     slot_a = addr_x
     slot_a[vi] = np.where(
-        new_chain[vi], (VECT_BASE_X << 12) | (ep[vi] << 11) | (win[vi] * 12), vect12
+        new_chain[vi],
+        (VECT_BASE_X << TYPE_SHIFT) | (ep[vi] << POLARITY_SHIFT) | (win[vi] * VECT_12_STEP),
+        vect12,
     )
     words[:, _SLOT_A] = slot_a
     used[:, _SLOT_A] = ~vec | new_win
@@ -979,8 +910,8 @@ def encode_evt3(
     st = state if state is not None else Evt3EncoderState()
 
     events = events.reshape(-1)
-    ex = _field(events, "x", "events", np.uint16, 0, _MAX_COORD)
-    ey = _field(events, "y", "events", np.uint16, 0, _MAX_COORD)
+    ex = _field(events, "x", "events", np.uint16, 0, MAX_COORD)
+    ey = _field(events, "y", "events", np.uint16, 0, MAX_COORD)
     ep = _field(events, "p", "events", np.uint16, 0, 2)
     et = _field(events, "t", "events", np.int64)
     if triggers is None:
@@ -1014,7 +945,7 @@ def encode_evt3(
         at = np.searchsorted(et, tt, side="left")
         tr_words = np.zeros((n_tr, 5), dtype=np.uint16)
         tr_used = np.zeros((n_tr, 5), dtype=bool)
-        tr_words[:, _SLOT_A] = (EXT_TRIGGER << 12) | (tc << 8) | tv
+        tr_words[:, _SLOT_A] = (EXT_TRIGGER << TYPE_SHIFT) | (tc << TRIGGER_CHANNEL_SHIFT) | tv
         tr_used[:, _SLOT_A] = True
         words = np.insert(words, at, tr_words, axis=0)
         used = np.insert(used, at, tr_used, axis=0)
@@ -1026,14 +957,14 @@ def encode_evt3(
     prev_t = np.empty_like(t_item)
     prev_t[0] = st.time_us
     prev_t[1:] = t_item[:-1]
-    high = t_item >> 12
-    prev_high = prev_t >> 12
+    high = t_item >> TIME_LOW_BITS
+    prev_high = prev_t >> TIME_LOW_BITS
     used[:, _SLOT_HIGH] = high != prev_high
     used[0, _SLOT_HIGH] = True
-    words[:, _SLOT_HIGH] = (TIME_HIGH << 12) | (high & 0xFFF)
+    words[:, _SLOT_HIGH] = (TIME_HIGH << TYPE_SHIFT) | (high & PAYLOAD_MASK)
     used[:, _SLOT_LOW] = t_item != prev_t
     used[0, _SLOT_LOW] = True
-    words[:, _SLOT_LOW] = (TIME_LOW << 12) | (t_item & 0xFFF)
+    words[:, _SLOT_LOW] = (TIME_LOW << TYPE_SHIFT) | (t_item & PAYLOAD_MASK)
     out = words[used]
 
     # Long gaps: extra TIME_HIGH words every _MAX_HIGH_STEP, just before the item's TIME_HIGH.
@@ -1044,7 +975,7 @@ def encode_evt3(
         n_fill = (high[far] - prev_high[far] - 1) // _MAX_HIGH_STEP
         k = np.arange(int(n_fill.sum())) - np.repeat(np.cumsum(n_fill) - n_fill, n_fill)
         fill_high = np.repeat(prev_high[far], n_fill) + _MAX_HIGH_STEP * (k + 1)
-        fill = ((TIME_HIGH << 12) | (fill_high & 0xFFF)).astype(np.uint16)
+        fill = ((TIME_HIGH << TYPE_SHIFT) | (fill_high & PAYLOAD_MASK)).astype(np.uint16)
         out = np.insert(out, np.repeat(at, n_fill), fill)
 
     if n_ev:

@@ -1,4 +1,4 @@
-"""Compiled EVT 3.0 decoding, and decoding fused with event-frame accumulation.
+"""Compiled EVT 3.0 decoding, and decoding fused with event-frame accumulation: the CPU path.
 
 The vectorised :class:`~evseg_ros.events.evt3.Evt3Decoder` needs a dozen full-length array
 passes per packet (prefix scans, gathers, mask unpacking), which caps it at a few tens of
@@ -16,7 +16,10 @@ Two entry points share that one compiled pass, so they cannot drift apart:
   normalised time) for a window ``[t_start, t_end)``, exactly as decoding, cutting the window
   and calling :meth:`EventFrameBuilder.build <evseg_ros.events.event_frame.EventFrameBuilder.
   build>` would. This skips writing and re-reading 13 bytes per event and the builder's
-  temporaries, which is what makes a full-rate sensor affordable on one core.
+  temporaries, which is what makes a full-rate sensor affordable on one core. The accumulator
+  stage builds its CPU event frames this way: it keeps each packet with the decoder state in
+  front of it (:meth:`FastEvt3Decoder.save_state`) and replays the packets of a frame's window
+  through this kernel (:class:`~evseg_ros.events.packet_buffer.PacketEventBuffer`).
 
 numba is an optional dependency. Without it this module still imports, :func:`available`
 returns False and :data:`UNAVAILABLE_REASON` says why; callers then keep using the numpy
@@ -34,11 +37,39 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 
 from evseg_ros.events.errors import EventDecodeError
-from evseg_ros.events.evt3 import DecodedEvents, DecoderCounters, as_byte_array, empty_decoded
+from evseg_ros.events.evt3 import DecodedEvents, DecoderCounters, empty_decoded
+from evseg_ros.events.evt3_format import (
+    ADDR_X,
+    ADDR_Y,
+    CONTINUED_4,
+    CONTINUED_12,
+    COORD_MASK,
+    EXT_TRIGGER,
+    OTHERS,
+    PAYLOAD_MASK,
+    POLARITY_SHIFT,
+    TIME_HIGH,
+    TIME_LOW,
+    TIME_LOW_BITS,
+    TIME_PERIOD_US,
+    TRIGGER_CHANNEL_MASK,
+    TRIGGER_CHANNEL_SHIFT,
+    TRIGGER_VALUE_MASK,
+    TYPE_SHIFT,
+    VECT_8,
+    VECT_8_MASK,
+    VECT_8_STEP,
+    VECT_12,
+    VECT_12_STEP,
+    VECT_BASE_X,
+    WORD_BYTES,
+    WRAP_DROP,
+)
+from evseg_ros.events.framing import WordFramer, check_geometry
 from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 
 if TYPE_CHECKING:
-    from evseg_ros.geometry.calibration import RigCalibration
+    from evseg_ros.events.event_frame import EventFrameBuilder
 
 try:
     import numba
@@ -57,6 +88,7 @@ __all__ = [
     "FastEvt3Decoder",
     "FastFrameAccumulator",
     "FrameAccumulation",
+    "StreamState",
     "available",
     "decode_and_accumulate",
     "warm_up",
@@ -122,21 +154,6 @@ def available() -> bool:
     """True when numba is importable, i.e. the compiled decoder can be used."""
     return numba is not None
 
-
-# Word types (top 4 bits); the format itself is described in evseg_ros.events.evt3.
-_ADDR_Y = 0x0
-_ADDR_X = 0x2
-_VECT_BASE_X = 0x3
-_VECT_12 = 0x4
-_VECT_8 = 0x5
-_TIME_LOW = 0x6
-_CONTINUED_4 = 0x7
-_TIME_HIGH = 0x8
-_EXT_TRIGGER = 0xA
-_OTHERS = 0xE
-_CONTINUED_12 = 0xF
-_WRAP_DROP = 2048  # a TIME_HIGH drop larger than half its 12-bit range is a clock wrap
-_PERIOD_US = 1 << 24
 
 # Decoder state slots (int64 array shared with the kernel).
 _S_Y, _S_BASE, _S_POL, _S_HIGH, _S_LOW, _S_EPOCH, _S_STAMP = range(7)
@@ -302,7 +319,7 @@ def _loop(
     low = state[_S_LOW]
     epoch = state[_S_EPOCH]
     stamp = state[_S_STAMP]
-    now = epoch + (high << 12) + low
+    now = epoch + (high << TIME_LOW_BITS) + low
     fspan = np.float32(max(t_end - t_start, 1))
     in_window, tnorm = _window(now, t_start, t_end, fspan)
     # The fast path needs x < x_lim and y < y_lim (on the sensor, and on the table).
@@ -332,20 +349,20 @@ def _loop(
         # allocator gives its few values registers (the slow paths need many more).
         while i < n:
             word = np.int64(words[np.uint64(i)])  # unsigned: no wraparound code
-            kind = word >> 12
-            value = word & 0x7FF
+            kind = word >> TYPE_SHIFT
+            value = word & COORD_MASK
             # One branch, mostly taken: an X/Y word (kind 0 or 2), fast state, an X within
             # x_lim. Bitwise operators on purpose: `and`/`or` branch on the word kind.
             if not (
                 ((kind & 0xD) == 0)
                 & fast
-                & ((value < x_lim) | (kind == _ADDR_Y))
+                & ((value < x_lim) | (kind == ADDR_Y))
                 & (accumulate or n_ev < ev_cap)
             ):
                 break
             is_x = kind >> 1
             y = y if is_x else value
-            p = (word >> 11) & 1
+            p = (word >> POLARITY_SHIFT) & 1
             if accumulate:
                 if identity:
                     target = min(y * lut_width + value, size - 1)
@@ -355,8 +372,8 @@ def _loop(
                     # word _LUT_AHEAD ahead, with the row of the last Y word seen that far
                     # ahead (a wrong guess, e.g. after a slow-path word, costs nothing).
                     ahead = np.int64(words[np.uint64(min(i + _LUT_AHEAD, n - 1))])
-                    ahead_value = ahead & 0x7FF
-                    y_ahead = ahead_value if (ahead >> 12) == _ADDR_Y else y_ahead
+                    ahead_value = ahead & COORD_MASK
+                    y_ahead = ahead_value if (ahead >> TYPE_SHIFT) == ADDR_Y else y_ahead
                     _prefetch(lut, np.uint64(min(y_ahead * lut_width + ahead_value, lut_size - 1)))
                     at = min(y * lut_width + value, lut_size - 1)
                     target = np.int64(lut[np.uint64(at)])
@@ -385,9 +402,9 @@ def _loop(
         if i >= n:
             break
         word = np.int64(words[np.uint64(i)])
-        kind = word >> 12
-        value = word & 0x7FF
-        if (kind == _ADDR_X) | (kind == _VECT_12) | (kind == _VECT_8):
+        kind = word >> TYPE_SHIFT
+        value = word & COORD_MASK
+        if (kind == ADDR_X) | (kind == VECT_12) | (kind == VECT_8):
             if now >= t_limit:
                 status = _LIMIT
                 break
@@ -395,19 +412,19 @@ def _loop(
                 status = _EVENTS_FULL
                 break
             n_cd += 1
-            if kind == _ADDR_X:
+            if kind == ADDR_X:
                 x0 = value
-                p = (word >> 11) & 1
+                p = (word >> POLARITY_SHIFT) & 1
                 mask = 1
             else:
                 x0 = base
                 p = pol
-                if kind == _VECT_12:
-                    mask = word & 0xFFF
-                    base += 12
+                if kind == VECT_12:
+                    mask = word & PAYLOAD_MASK
+                    base += VECT_12_STEP
                 else:
-                    mask = word & 0xFF
-                    base += 8
+                    mask = word & VECT_8_MASK
+                    base += VECT_8_STEP
             if y >= height:
                 oob += _POPCOUNT[mask]
                 mask = 0
@@ -433,34 +450,34 @@ def _loop(
                         accumulated += 1
                     else:
                         unmapped += 1
-        elif kind == _ADDR_Y:
+        elif kind == ADDR_Y:
             n_y += 1
             y = value
             fast = time_ok and y < y_lim
-        elif kind == _VECT_BASE_X:
+        elif kind == VECT_BASE_X:
             n_base += 1
             base = value
-            pol = (word >> 11) & 1
-        elif (kind == _TIME_LOW) | (kind == _TIME_HIGH):
+            pol = (word >> POLARITY_SHIFT) & 1
+        elif (kind == TIME_LOW) | (kind == TIME_HIGH):
             n_time += 1
-            if kind == _TIME_LOW:
-                low = word & 0xFFF
-                now = epoch + (high << 12) + low
+            if kind == TIME_LOW:
+                low = word & PAYLOAD_MASK
+                now = epoch + (high << TIME_LOW_BITS) + low
                 if now < stamp:
                     backwards += 1
                 stamp = now
             else:
-                high_now = word & 0xFFF
-                if high - high_now > _WRAP_DROP:
-                    epoch += _PERIOD_US
+                high_now = word & PAYLOAD_MASK
+                if high - high_now > WRAP_DROP:
+                    epoch += TIME_PERIOD_US
                     wraps += 1
                 high = high_now
-                now = epoch + (high << 12) + low
+                now = epoch + (high << TIME_LOW_BITS) + low
             if accumulate:
                 in_window, tnorm = _window(now, t_start, t_end, fspan)
             time_ok = now < t_limit and (in_window or not accumulate)
             fast = time_ok and y < y_lim
-        elif kind == _EXT_TRIGGER:
+        elif kind == EXT_TRIGGER:
             if now >= t_limit:
                 status = _LIMIT
                 break
@@ -469,14 +486,14 @@ def _loop(
                 break
             tr = triggers[np.uint64(n_tr)]
             tr.t = now
-            tr.channel = (word >> 8) & 0xF
-            tr.value = word & 1
+            tr.channel = (word >> TRIGGER_CHANNEL_SHIFT) & TRIGGER_CHANNEL_MASK
+            tr.value = word & TRIGGER_VALUE_MASK
             n_tr += 1
-        elif kind == _OTHERS:
+        elif kind == OTHERS:
             n_other += 1
-        elif kind == _CONTINUED_12:
+        elif kind == CONTINUED_12:
             n_cont12 += 1
-        elif kind == _CONTINUED_4:
+        elif kind == CONTINUED_4:
             n_cont4 += 1
         else:
             n_unknown += 1
@@ -592,32 +609,22 @@ def _count_outputs(
     n_tr = 0
     for i in range(pos, words.size):
         word = np.int64(words[i])
-        kind = word >> 12
-        if kind == _ADDR_Y:
-            y = word & 0x7FF
-        elif kind == _VECT_BASE_X:
-            base = word & 0x7FF
-        elif kind == _ADDR_X:
-            n_ev += ((word & 0x7FF) < width) & (y < height)
-        elif (kind == _VECT_12) | (kind == _VECT_8):
-            mask = word & (0xFFF if kind == _VECT_12 else 0xFF)
+        kind = word >> TYPE_SHIFT
+        if kind == ADDR_Y:
+            y = word & COORD_MASK
+        elif kind == VECT_BASE_X:
+            base = word & COORD_MASK
+        elif kind == ADDR_X:
+            n_ev += ((word & COORD_MASK) < width) & (y < height)
+        elif (kind == VECT_12) | (kind == VECT_8):
+            mask = word & (PAYLOAD_MASK if kind == VECT_12 else VECT_8_MASK)
             if y < height and base < width:
-                room = min(width - base, 12)
+                room = min(width - base, VECT_12_STEP)
                 n_ev += _POPCOUNT[mask & ((1 << room) - 1)]
-            base += 12 if kind == _VECT_12 else 8
-        elif kind == _EXT_TRIGGER:
+            base += VECT_12_STEP if kind == VECT_12 else VECT_8_STEP
+        elif kind == EXT_TRIGGER:
             n_tr += 1
     return n_ev, n_tr
-
-
-def _check_geometry(width: object, height: object) -> tuple[int, int]:
-    """Validate the sensor geometry as ``Evt3Decoder`` does (same error type and message)."""
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise EventDecodeError(f"{name} must be an int, got {value!r}")
-        if not 0 < int(value) <= 0xFFFF:
-            raise EventDecodeError(f"{name} must be in 1..65535, got {value!r}")
-    return int(width), int(height)  # type: ignore[arg-type]
 
 
 def _require_numba() -> None:
@@ -630,8 +637,7 @@ def _require_numba() -> None:
 #: array) stops and asks for a real one, so the common packet allocates nothing for them.
 _NO_EVENTS = np.empty(0, dtype=EVENT_DTYPE)
 _NO_TRIGGERS = np.empty(0, dtype=TRIGGER_DTYPE)
-_WORD = np.dtype("<u2")
-_NO_WORDS = np.empty(0, dtype=_WORD)
+_NO_WORDS = np.empty(0, dtype=np.dtype("<u2"))
 #: Placeholder table for the identity mapping (never read).
 _NO_LUT = np.zeros(1, dtype=np.int32)
 
@@ -654,18 +660,29 @@ class FrameAccumulation(NamedTuple):
         outside_window: events on the sensor but outside ``[t_start, t_end)``, skipped.
         unmapped: events in the window whose pixel has no frame pixel (what
             ``EventFrameBuilder.unmapped_events`` counts).
-        reached_end: with ``stop_at_end``, True when an item at or after ``t_end`` was met;
-            it and the rest of the packet are held back for the next call.
-        next_time_us: time of the first held-back item when ``reached_end``, else the
-            decoder's :attr:`~FastEvt3Decoder.current_time_us`.
     """
 
     triggers: np.ndarray
     accumulated: int
     outside_window: int
     unmapped: int
-    reached_end: bool
-    next_time_us: int
+
+
+class StreamState(NamedTuple):
+    """What a :class:`FastEvt3Decoder` carries from one packet to the next, counters aside.
+
+    Saved in front of a packet, it lets that packet be decoded again later exactly as it was
+    the first time, which is how the accumulator keeps packets instead of their events.
+
+    Attributes:
+        registers: row, vector base and polarity, clock halves, wrap epoch, last stamp.
+        held: bytes of an unfinished word held back by the framing.
+        pending: words held back by :meth:`FastEvt3Decoder.decode_until`.
+    """
+
+    registers: np.ndarray
+    held: np.ndarray
+    pending: np.ndarray
 
 
 class FastEvt3Decoder:
@@ -692,17 +709,32 @@ class FastEvt3Decoder:
 
     def __init__(self, *, width: int = 1280, height: int = 720) -> None:
         _require_numba()
-        self.width, self.height = _check_geometry(width, height)
+        self.width, self.height = check_geometry(width, height)
         self._state = np.zeros(_N_STATE, dtype=np.int64)
         self._tally = np.zeros(_N_TALLY, dtype=np.int64)
+        self._framer = WordFramer(WORD_BYTES)
         self.reset()
 
     def reset(self) -> None:
         """Forget all stream state and counters (e.g. after a camera restart or a seek)."""
         self._state[:] = 0
         self._tally[:] = 0
-        self._tail = b""
+        self._framer.reset()
         self._pending = _NO_WORDS
+
+    def save_state(self) -> StreamState:
+        """The stream state as it is now, for :meth:`restore_state` (a copy)."""
+        return StreamState(self._state.copy(), self._framer.held(), self._pending)
+
+    def restore_state(self, saved: StreamState) -> None:
+        """Continue from ``saved``: the next packet decodes as it did after the save.
+
+        The counters start again from zero: they describe what this decoder did since.
+        """
+        self._state[:] = saved.registers
+        self._tally[:] = 0
+        self._framer.hold(saved.held)
+        self._pending = saved.pending
 
     @property
     def counters(self) -> DecoderCounters:
@@ -734,12 +766,12 @@ class FastEvt3Decoder:
     def current_time_us(self) -> int:
         """Unwrapped clock value after the last consumed word."""
         s = self._state
-        return int(s[_S_EPOCH]) + (int(s[_S_HIGH]) << 12) + int(s[_S_LOW])
+        return int(s[_S_EPOCH]) + (int(s[_S_HIGH]) << TIME_LOW_BITS) + int(s[_S_LOW])
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held back for the next call (an odd byte, or words left by decode_until)."""
-        return len(self._tail) + 2 * int(self._pending.size)
+        return self._framer.held_bytes + WORD_BYTES * int(self._pending.size)
 
     def decode(self, data: bytes | bytearray | memoryview | np.ndarray) -> DecodedEvents:
         """Decode every complete word of ``data`` (after anything still buffered).
@@ -782,29 +814,16 @@ class FastEvt3Decoder:
     # ------------------------------------------------------------------ internals
 
     def _take_words(self, data: object) -> np.ndarray:
-        """Join buffered bytes with ``data`` and return all complete words (uint16).
+        """Words held back by decode_until, then the words ``data`` completes (uint16).
 
-        Written for a small per-packet cost (a few views, no copy in the common case): at
-        ROS packet sizes this bookkeeping is a sizeable part of a call.
+        Read-only (the framer's words are): numba compiles read-only and writable arrays
+        separately, and the kernels only read the words, so one compilation serves.
         """
-        buf = as_byte_array(data)
-        if self._tail:
-            buf = np.concatenate((np.frombuffer(self._tail, dtype=np.uint8), buf))
-            self._tail = b""
-        if buf.size & 1:
-            self._tail = buf[-1:].tobytes()
-            buf = buf[:-1]
-        words = buf.view(_WORD)
-        if not words.flags.aligned:  # e.g. a payload after a header of odd length
-            words = words.copy()
-        elif words.flags.writeable:
-            # numba compiles read-only and writable arrays separately; the kernels only
-            # read the words, so they always get a read-only view: one compilation serves.
-            words = words.view()
+        words = self._framer.words(data)
         if self._pending.size:
             words = np.concatenate((self._pending, words))
             self._pending = _NO_WORDS
-        words.flags.writeable = False
+            words.flags.writeable = False
         return words
 
     def _hold_back(self, words: np.ndarray, pos: int) -> None:
@@ -887,7 +906,6 @@ def decode_and_accumulate(
     *,
     lut: np.ndarray | None = None,
     lut_width: int | None = None,
-    stop_at_end: bool = False,
 ) -> FrameAccumulation:
     """Decode one packet and add its events in ``[t_start_us, t_end_us)`` to ``frame``.
 
@@ -917,10 +935,6 @@ def decode_and_accumulate(
         lut_width: event-camera width the table is laid out with (its height is
             ``lut.size // lut_width``); required with ``lut``. Events outside the table count
             as unmapped, like the builder's off-sensor events.
-        stop_at_end: stop at the first event or trigger word at or after ``t_end_us`` and
-            hold it and the rest of the packet back for the next call (as ``decode_until``
-            does), so that the next window starts there; by default such events are skipped
-            and counted in ``outside_window``.
 
     Returns:
         The packet's trigger edges and the window figures.
@@ -943,13 +957,11 @@ def decode_and_accumulate(
         table_height = table.size // table_width
     t_start, t_end = int(t_start_us), int(t_end_us)
     words = decoder._take_words(data)  # same module: the fused path shares the plumbing
-    limit = t_end if stop_at_end else _NO_LIMIT
     triggers = _NO_TRIGGERS
     pos = n_tr = accumulated = outside = unmapped = 0
-    status = _DONE
     while pos < words.size:
         pos, _, n_tr, status, done, skipped, lost = _fused_kernel(
-            words, pos, limit, decoder._state, decoder._tally, decoder.width, decoder.height,
+            words, pos, _NO_LIMIT, decoder._state, decoder._tally, decoder.width, decoder.height,
             _NO_EVENTS, triggers, n_tr,
             flat, table, table_width, table_height, identity, t_start, t_end,
         )  # fmt: skip
@@ -960,49 +972,41 @@ def decode_and_accumulate(
             break
         more_tr = _count_outputs(words, pos, decoder._state, decoder.width, decoder.height)[1]
         triggers = _grow(triggers, n_tr + more_tr)
-    reached = status == _LIMIT
-    if reached:
-        decoder._hold_back(words, pos)
     if n_tr:
         triggers.resize(n_tr, refcheck=False)
     else:
         triggers = np.empty(0, dtype=TRIGGER_DTYPE)
-    return FrameAccumulation(
-        triggers, accumulated, outside, unmapped, reached, decoder.current_time_us
-    )
+    return FrameAccumulation(triggers, accumulated, outside, unmapped)
 
 
 class FastFrameAccumulator:
-    """:class:`EventFrameBuilder`'s geometry, with its pixel table prepared for the fused path.
+    """An :class:`EventFrameBuilder`'s frames, built by the fused kernel from the packets.
 
-    The table is kept as int32 (half the memory traffic of the builder's int64 one, which
-    matters because a full-sensor table does not fit in the core's cache), and dropped
+    The builder's pixel table is kept as int32 (half the memory traffic of its int64 one,
+    which matters because a full-sensor table does not fit in the core's cache), and dropped
     altogether when it is the identity (same grid for both cameras), so that each event costs
-    no table read.
+    no table read. Events without a frame pixel are added to the builder's
+    ``unmapped_events``, so that one counter holds them however a frame was built.
 
     Args:
-        calibration: the rig calibration the builder would use.
+        builder: the numpy frame builder of the same calibration.
 
     Raises:
         RuntimeError: numba is not installed.
     """
 
-    def __init__(self, calibration: RigCalibration) -> None:
+    def __init__(self, builder: EventFrameBuilder) -> None:
         _require_numba()
-        from evseg_ros.events.event_frame import build_pixel_lut  # cv2 only when used
-
-        self.event_width = calibration.event_camera.width
-        self.event_height = calibration.event_camera.height
-        self.width = calibration.output_width
-        self.height = calibration.output_height
-        lut = build_pixel_lut(calibration)
-        same_grid = (self.event_width, self.event_height) == (self.width, self.height)
+        self.builder = builder
+        self.event_width = builder.event_width
+        self.width = builder.width
+        self.height = builder.height
+        lut = builder.lut
+        same_grid = (builder.event_width, builder.event_height) == (self.width, self.height)
         #: int32 pixel table, or None when it is the identity.
         self.lut: np.ndarray | None = None
         if not (same_grid and np.array_equal(lut, np.arange(lut.size))):
             self.lut = lut.astype(np.int32)
-        #: Events in a window without a frame pixel, summed over all calls (builder's figure).
-        self.unmapped_events = 0
 
     def new_frame(self) -> np.ndarray:
         """A zeroed (3, H, W) float32 frame to accumulate one window into."""
@@ -1015,8 +1019,6 @@ class FastFrameAccumulator:
         frame: np.ndarray,
         t_start_us: int,
         t_end_us: int,
-        *,
-        stop_at_end: bool = False,
     ) -> FrameAccumulation:
         """:func:`decode_and_accumulate` through this calibration's table.
 
@@ -1029,9 +1031,9 @@ class FastFrameAccumulator:
             )
         result = decode_and_accumulate(
             decoder, data, frame, t_start_us, t_end_us,
-            lut=self.lut, lut_width=self.event_width, stop_at_end=stop_at_end,
+            lut=self.lut, lut_width=self.event_width,
         )  # fmt: skip
-        self.unmapped_events += result.unmapped
+        self.builder.unmapped_events += result.unmapped
         return result
 
 

@@ -1,11 +1,13 @@
-"""EVT 3.0 decoding and event-frame accumulation with torch, on CUDA or on the CPU.
+"""EVT 3.0 decoding and event-frame building with torch: the accumulator's GPU path.
 
 The numpy decoder (:class:`~evseg_ros.events.evt3.Evt3Decoder`) and frame builder
 (:class:`~evseg_ros.events.event_frame.EventFrameBuilder`) define the results; this module
 produces the same events, counters and (bit for bit) the same event frames, as a chain of
-whole-array torch operations, so that on a GPU the bytes of a packet go in and a ``(3, H, W)``
-frame comes out without a per-word Python loop and without the events leaving the device. The
-segmentation network then reads the frame where it already is.
+whole-array torch operations, so that on a GPU the bytes of a packet go in, its events stay on
+the device (:meth:`TorchEvt3Accumulator.decode_to_device`) and each frame's ``(3, H, W)`` event
+frame is built there (:meth:`TorchEvt3Accumulator.build_frame`) without a per-word Python loop.
+The segmentation network then reads the frame where it already is. It runs on the CPU too,
+which is how its logic is tested on machines without a GPU.
 
 How the stateful format becomes data-parallel (the numpy decoder's scheme, kept lean for a GPU):
 
@@ -40,10 +42,9 @@ in small device tensors between calls. :meth:`TorchEvt3Accumulator.decode` also 
 results to the host, and reading :attr:`~TorchEvt3Accumulator.counters`,
 :attr:`~TorchEvt3Accumulator.unmapped_events` or :attr:`~TorchEvt3Accumulator.current_time_us`
 synchronises. Each call also costs a fixed ~150 small operator launches (a few hundred
-microseconds of host time), so on a GPU feed it large blocks: pass the packets of a frame period
-as one list rather than one call per small packet. Input longer than ``_BLOCK_WORDS`` words
-(256 KiB) is decoded in blocks of that size, each with its own launches and syncs, so that the
-per-word temporaries stay bounded however much is passed at once.
+microseconds of host time). Input longer than ``_BLOCK_WORDS`` words (256 KiB) is decoded in
+blocks of that size, each with its own launches and syncs, so that the per-word temporaries
+stay bounded however much is passed at once.
 
 Determinism: counts are integer atomic adds and the time channel a maximum, both independent of
 the order in which the GPU applies them, and every floating-point step (int64 to float32, one
@@ -61,34 +62,43 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from evseg_ros.events.errors import EventDecodeError
+from evseg_ros.device import resolve_device
 from evseg_ros.events.event_frame import build_pixel_lut
-from evseg_ros.events.evt3 import (
+from evseg_ros.events.evt3 import DecodedEvents, DecoderCounters, OutputRecords, _outputs
+from evseg_ros.events.evt3_format import (
     ADDR_X,
     ADDR_Y,
     CONTINUED_4,
     CONTINUED_12,
+    COORD_MASK,
     EXT_TRIGGER,
+    MAX_COORD,
     OTHERS,
+    PAYLOAD_MASK,
+    POLARITY_SHIFT,
     TIME_HIGH,
     TIME_LOW,
+    TIME_LOW_BITS,
+    TIME_PERIOD_US,
+    TRIGGER_CHANNEL_MASK,
+    TRIGGER_CHANNEL_SHIFT,
+    TRIGGER_VALUE_MASK,
+    TYPE_SHIFT,
     UNKNOWN_TYPES,
     VECT_8,
+    VECT_8_MASK,
+    VECT_8_STEP,
     VECT_12,
+    VECT_12_STEP,
     VECT_BASE_X,
-    DecodedEvents,
-    DecoderCounters,
-    OutputRecords,
-    _outputs,
-    as_byte_array,
+    WORD_BYTES,
+    WRAP_DROP,
 )
-from evseg_ros.events.types import EVT3_TIME_PERIOD_US, TRIGGER_DTYPE
+from evseg_ros.events.framing import WordFramer
+from evseg_ros.events.types import TRIGGER_DTYPE
 from evseg_ros.geometry.calibration import RigCalibration
 
-__all__ = ["DEVICE_CHOICES", "TorchEvt3Accumulator", "resolve_device"]
-
-#: Values accepted by the ``device`` argument (``"cuda:N"`` picks one of several GPUs).
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+__all__ = ["DeviceEvents", "TorchEvt3Accumulator"]
 
 # Carried state, one int64 device tensor: row, TIME_HIGH (12 bits), TIME_LOW (12 bits), clock
 # epoch in us, vector base x (saturated), vector polarity, time at the last TIME_LOW.
@@ -99,7 +109,6 @@ _DEVICE_COUNTERS = ("cd_events", "out_of_bounds", "time_wraps", "time_backwards"
 #: Largest vector base kept in the state. Anything past the 11-bit address range is off the
 #: sensor, so saturating keeps int32 arithmetic exact on garbage without changing any result.
 _BASE_CAP = 1 << 20
-_WRAP_DROP = 1 << 11  # a TIME_HIGH drop of more than this is a wrap (as in the numpy decoder)
 #: Spare cells per polarity plane that take events whose pixel has no frame pixel. Spreading
 #: them over many cells keeps the atomic adds from piling onto one address.
 _SPARE_CELLS = 1024
@@ -108,49 +117,12 @@ _SPARE_CELLS = 1024
 _MAX_INT32_WORDS = ((1 << 31) - (1 << 23)) // 12
 #: Words decoded at once (256 KiB of stream, more than a typical ROS packet). A block's
 #: temporaries (prefix counts, gathers, clock tables) take 70 to 150 bytes per word, up to 300
-#: on the host counting what the allocator keeps, so a long packet or list of packets is
-#: decoded block after block, the state carried exactly as between calls: memory stays under
-#: ~40 MiB beyond the results whatever the input. Each block costs its own ~150 operator
+#: on the host counting what the allocator keeps, so a long packet is decoded block after
+#: block, the state carried exactly as between calls: memory stays under ~40 MiB beyond the
+#: results whatever the input. Each block costs its own ~150 operator
 #: launches and a few syncs, so on a GPU much larger inputs run somewhat below the rate that
 #: one call per input would reach; that is the price of the bound.
 _BLOCK_WORDS = 1 << 17
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn a ``device`` parameter (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) into a device.
-
-    ``auto`` takes CUDA when torch sees a GPU, so one configuration serves both a GPU rig and a
-    laptop. An explicit ``cuda`` without a usable GPU is a configuration error and is reported
-    as such, instead of silently running at a fraction of the expected rate.
-
-    Raises:
-        ValueError: an unknown value.
-        RuntimeError: ``cuda`` was asked for but torch cannot use CUDA here.
-    """
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            built = "without CUDA support" if torch.version.cuda is None else "with CUDA"
-            raise RuntimeError(
-                f"device {device!r} requested but CUDA is not available: torch "
-                f"{torch.__version__} is built {built} and sees no usable GPU; "
-                "use device='cpu' or 'auto'"
-            )
-        try:
-            resolved = torch.device(text)
-        except RuntimeError as err:
-            raise ValueError(f"device must be 'cuda' or 'cuda:N', got {device!r}") from err
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA "
-                "device(s) are visible"
-            )
-        return resolved
-    raise ValueError(f"device must be one of {DEVICE_CHOICES} or 'cuda:N', got {device!r}")
 
 
 def _word_tables(sensor_pixels: int) -> dict[str, np.ndarray]:
@@ -165,12 +137,14 @@ def _word_tables(sensor_pixels: int) -> dict[str, np.ndarray]:
         ``l`` bits for l = 0..12 (pixels still on the sensor).
     """
     word = np.arange(1 << 16)
-    kind = word >> 12
+    kind = word >> TYPE_SHIFT
     mask_bits = np.select(
-        [kind == ADDR_X, kind == VECT_12, kind == VECT_8], [1, word & 0xFFF, word & 0xFF], 0
+        [kind == ADDR_X, kind == VECT_12, kind == VECT_8],
+        [1, word & PAYLOAD_MASK, word & VECT_8_MASK],
+        0,
     )
-    step = np.select([kind == VECT_12, kind == VECT_8], [12, 8], 0)
-    addr_x_offset = np.where(kind == ADDR_X, ((word >> 11) & 1) * sensor_pixels, 0)
+    step = np.select([kind == VECT_12, kind == VECT_8], [VECT_12_STEP, VECT_8_STEP], 0)
+    addr_x_offset = np.where(kind == ADDR_X, ((word >> POLARITY_SHIFT) & 1) * sensor_pixels, 0)
     masks = np.arange(1 << 12)
     bits = (masks[:, None] >> np.arange(12)) & 1
     rank = np.cumsum(bits, axis=1) - 1
@@ -247,9 +221,10 @@ class TorchEvt3Accumulator:
     One instance follows one event stream: all decoder state (row, vector base and polarity,
     both halves of the clock, wrap epoch, a dangling odd byte) carries from one call to the
     next exactly as in :class:`~evseg_ros.events.evt3.Evt3Decoder`, so packets of any size,
-    odd ones included, decode as if they were one buffer. Use :meth:`accumulate` in the
-    pipeline (the frame stays on the device) and :meth:`decode` where numpy events are wanted
-    (tests, tools); both advance the same state, so a stream can mix them.
+    odd ones included, decode as if they were one buffer. The pipeline decodes packets with
+    :meth:`decode_to_device` (the events stay on the device) and builds each frame with
+    :meth:`build_frame`; :meth:`decode` gives numpy events like the other decoders (for tests
+    and scripts). All advance the same state, so a stream can mix them.
 
     Events outside the event camera's sensor (``x >= width`` or ``y >= height``) are dropped
     and counted, as the numpy decoder does with the calibration's event-camera geometry.
@@ -258,11 +233,11 @@ class TorchEvt3Accumulator:
         calibration: the rig; its event camera gives the sensor geometry, its frame camera the
             frame size, and the pixel look-up table is built from it once.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"cuda:N"``.
+            ``"cuda:N"``, read by :func:`evseg_ros.device.resolve_device`, or a torch device.
 
     Raises:
-        ValueError: unknown ``device`` value, or a sensor larger than EVT3 can address.
-        RuntimeError: ``device`` asks for CUDA and CUDA is not available.
+        DeviceError: a malformed ``device``, or CUDA asked for where it is not usable.
+        ValueError: a sensor larger than EVT3 can address.
     """
 
     def __init__(self, calibration: RigCalibration, *, device: str | torch.device = "auto") -> None:
@@ -271,7 +246,7 @@ class TorchEvt3Accumulator:
         self.event_height = int(calibration.event_camera.height)
         self.width = int(calibration.output_width)
         self.height = int(calibration.output_height)
-        if self.event_width > 1 << 11 or self.event_height > 1 << 11:
+        if self.event_width > MAX_COORD or self.event_height > MAX_COORD:
             raise ValueError(
                 f"EVT3 addresses at most 2048x2048 pixels, the calibration's event camera is "
                 f"{self.event_width}x{self.event_height}"
@@ -298,6 +273,7 @@ class TorchEvt3Accumulator:
         spare = self._cells + torch.arange(lut.numel(), dtype=torch.int64) % _SPARE_CELLS
         lut = torch.where(lut >= 0, lut, spare)
         self._cell_lut = torch.cat((lut + self._plane, lut)).to(dev)
+        self._framer = WordFramer(WORD_BYTES)
         self.reset()
 
     # ------------------------------------------------------------------ state and counters
@@ -310,7 +286,7 @@ class TorchEvt3Accumulator:
         )
         self._histogram = [0] * 16
         self._unmapped = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._tail: torch.Tensor | None = None
+        self._framer.reset()
 
     @property
     def counters(self) -> DecoderCounters:
@@ -343,15 +319,15 @@ class TorchEvt3Accumulator:
     def current_time_us(self) -> int:
         """Unwrapped clock value after the last consumed word (a sync)."""
         state = self._state.tolist()
-        return int(state[_S_EPOCH] + (state[_S_HIGH] << 12) + state[_S_LOW])
+        return int(state[_S_EPOCH] + (state[_S_HIGH] << TIME_LOW_BITS) + state[_S_LOW])
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held back for the next call (a dangling odd byte)."""
-        return 0 if self._tail is None else int(self._tail.numel())
+        return self._framer.held_bytes
 
     def new_frame(self) -> torch.Tensor:
-        """A zero (3, H, W) float32 frame on the device, to accumulate several calls into."""
+        """A zero (3, H, W) float32 frame on the device."""
         return torch.zeros((3, self.height, self.width), dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------ public API
@@ -359,14 +335,13 @@ class TorchEvt3Accumulator:
     def decode(self, data: object) -> DecodedEvents:
         """Decode every complete word of ``data`` into numpy events, as ``Evt3Decoder`` does.
 
-        Meant for tests and tools: it copies the results to the host. The pipeline uses
-        :meth:`accumulate`, which keeps everything on the device.
+        Meant for tests and scripts: it copies the results to the host. The pipeline uses
+        :meth:`decode_to_device`, which keeps the events on the device.
 
         Args:
             data: the next bytes of the stream: ``bytes``, ``bytearray``, ``memoryview``,
-                ``array('B')``, a numpy unsigned-integer array, a 1-D uint8 torch tensor on
-                any device, or a list or tuple of those (decoded as their concatenation).
-                An odd trailing byte is kept for the next call.
+                ``array('B')`` or a numpy unsigned-integer array. An odd trailing byte is kept
+                for the next call.
 
         Returns:
             CD events and trigger edges in stream order, identical to the numpy decoder's.
@@ -379,59 +354,6 @@ class TorchEvt3Accumulator:
         for block in self._blocks(buf):
             self._block_to_host(block, events, triggers)
         return DecodedEvents(events.result(), triggers.result())
-
-    def accumulate(
-        self,
-        data: object,
-        t_start_us: int,
-        t_end_us: int,
-        frame: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Decode a block of the stream and add its events of ``[t_start_us, t_end_us)``.
-
-        The frame equals, bit for bit, what
-        :meth:`EventFrameBuilder.build(events, t_start_us, t_end_us)
-        <evseg_ros.events.event_frame.EventFrameBuilder.build>` makes of the same events
-        (ON count, OFF count, latest time normalised to (0, 1]), also when the window's events
-        arrive over several calls that pass the same ``frame`` (counts stay exact below
-        2**24 per pixel). Events of the block outside the window are decoded (the state
-        advances past them) but not accumulated.
-
-        Args:
-            data: the next bytes of the stream (see :meth:`decode`); a list of packets is
-                decoded in one pass, which on a GPU is much faster than one call per packet.
-            t_start_us: window start, inclusive, in unwrapped sensor microseconds.
-            t_end_us: window end, exclusive.
-            frame: a (3, H, W) float32 frame on this device to add into (e.g. from
-                :meth:`new_frame`), or None for a new one.
-
-        Returns:
-            The frame, on the device (``frame`` itself when given).
-
-        Raises:
-            EventDecodeError: ``data`` is not a supported buffer type, or a bad window bound
-                or ``frame``.
-        """
-        for name, value in (("t_start_us", t_start_us), ("t_end_us", t_end_us)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise EventDecodeError(f"{name} must be an int, got {value!r}")
-        t_start_us, t_end_us = int(t_start_us), int(t_end_us)
-        if frame is None:
-            frame = self.new_frame()
-        elif (
-            not isinstance(frame, torch.Tensor)
-            or frame.shape != (3, self.height, self.width)
-            or frame.dtype != torch.float32
-            or frame.device != self.device
-        ):
-            raise EventDecodeError(
-                f"frame must be a float32 tensor of shape (3, {self.height}, {self.width}) on "
-                f"{self.device}, got {getattr(frame, 'dtype', type(frame))!r} "
-                f"{tuple(getattr(frame, 'shape', ()))!r} on {getattr(frame, 'device', None)}"
-            )
-        for block in self._blocks(self._take_words(data)):
-            self._accumulate_block(block, frame, t_start_us, t_end_us)
-        return frame
 
     def decode_to_device(self, data: object) -> DeviceEvents:
         """Decode a block into per-event times and frame cells that stay on the device.
@@ -522,7 +444,7 @@ class TorchEvt3Accumulator:
             is_addr_x = block.kinds == ADDR_X
             polarity = torch.where(
                 is_addr_x,
-                (block.words >> 11) & 1,
+                (block.words >> POLARITY_SHIFT) & 1,
                 block.polarity_table.index_select(0, block.base_count),
             )
             row = block.row_table.index_select(0, block.row_count)
@@ -535,28 +457,6 @@ class TorchEvt3Accumulator:
                 piece["t"] = clock.index_select(0, word).cpu().numpy()
         block_triggers = self._triggers(block)
         triggers_out.take(block_triggers.size)[:] = block_triggers
-
-    def _accumulate_block(
-        self, block: _Words, frame: torch.Tensor, t_start_us: int, t_end_us: int
-    ) -> None:
-        """Add one decoded block's events of ``[t_start_us, t_end_us)`` to ``frame``."""
-        # Normalised time per clock value: the numpy builder's float32 steps (int64
-        # difference, rounded to float32, divided by the float32 span, clipped to [1e-6, 1]);
-        # -1 marks clock values outside the window.
-        clock = block.clock_table
-        norm = self._normalised_times(clock, t_start_us, t_end_us)
-        norm.masked_fill_((clock < t_start_us) | (clock >= t_end_us), -1.0)
-        norm_time = norm.index_select(0, block.clock_count)
-        per_word = block.n_kept * (norm_time >= 0)
-        first = torch.cumsum(per_word, dim=0, dtype=block.clock_count.dtype)
-        n_events = int(first[-1])  # sync: the number of events to expand
-        if n_events == 0:
-            return
-        first -= per_word
-        pixels = self._event_pixels(block)
-        for word, bit, _, _ in self._expansions(per_word, block.mask, n_events, first):
-            cell = self._cell_lut.index_select(0, pixels.index_select(0, word) + bit)
-            self._add_cells(frame, cell, norm_time.index_select(0, word))
 
     def _normalised_times(
         self, times: torch.Tensor, t_start_us: int, t_end_us: int
@@ -588,8 +488,9 @@ class TorchEvt3Accumulator:
             payload = block.words.index_select(0, at)
             clock_at = block.clock_count.index_select(0, at)
             triggers["t"] = block.clock_table.index_select(0, clock_at).cpu().numpy()
-            triggers["channel"] = ((payload >> 8) & 0xF).cpu().numpy()
-            triggers["value"] = (payload & 1).cpu().numpy()
+            channel = (payload >> TRIGGER_CHANNEL_SHIFT) & TRIGGER_CHANNEL_MASK
+            triggers["channel"] = channel.cpu().numpy()
+            triggers["value"] = (payload & TRIGGER_VALUE_MASK).cpu().numpy()
         return triggers
 
     def _add_cells(self, frame: torch.Tensor, cell: torch.Tensor, norm_time: torch.Tensor) -> None:
@@ -607,62 +508,21 @@ class TorchEvt3Accumulator:
         times = latest.view(2, self._plane)[:, : self._cells].amax(dim=0).view(shape)
         torch.maximum(frame[2], times, out=frame[2])
 
-    def _source(self, data: object) -> torch.Tensor:
-        """One buffer as a 1-D uint8 tensor (a zero-copy view where possible)."""
-        if isinstance(data, torch.Tensor):
-            if data.dtype != torch.uint8:
-                raise EventDecodeError(
-                    f"event tensor must have dtype torch.uint8, got {data.dtype!r}"
-                )
-            return data.reshape(-1)
-        arr = as_byte_array(data)
-        with warnings.catch_warnings():
-            # read-only buffers (bytes, file views) are only ever read from
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(arr)
-
     def _take_words(self, data: object) -> torch.Tensor | None:
-        """Join any held-back byte with ``data`` into whole words on the device (uint8 bytes).
+        """The words ``data`` completes, as their stream bytes (uint8) on the device.
 
         Returns:
-            The stream bytes of the complete words (an even number), or None when there is no
-            complete word yet. A trailing odd byte is held back for the next call.
+            The bytes of the complete words (an even number), or None when there is no
+            complete word yet; an odd trailing byte is held back by the framing.
         """
-        if isinstance(data, (list, tuple)):
-            parts = [self._source(item) for item in data]
-        else:
-            parts = [self._source(data)]
-        if self._tail is not None:
-            parts.insert(0, self._tail)
-        parts = [part for part in parts if part.numel()]
-        total = sum(int(part.numel()) for part in parts)
-        self._tail = None
-        if total & 1:
-            self._tail = parts[-1][-1:].clone()
-        even = total & ~1
-        if even == 0:
+        words = self._framer.words(data)
+        if words.size == 0:
             return None
-        if len(parts) == 1:
-            src = parts[0][:even]
-            usable = (
-                src.device == self.device
-                and src.is_contiguous()
-                and src.data_ptr() % 2 == 0  # whole words are read in place
-                and src.storage_offset() % 2 == 0
-            )
-            if usable:
-                return src
-        if all(part.device.type == "cpu" for part in parts):
-            # join on the host, then one transfer: many small copies each pay a fixed cost
-            host = torch.cat(parts) if len(parts) > 1 else parts[0]
-            return host[:even].to(self.device, copy=True, non_blocking=True)
-        out = torch.empty(even, dtype=torch.uint8, device=self.device)
-        at = 0
-        for part in parts:
-            size = min(int(part.numel()), even - at)
-            out[at : at + size].copy_(part[:size], non_blocking=True)
-            at += size
-        return out
+        with warnings.catch_warnings():
+            # the framer's words are read-only; torch only ever reads them
+            warnings.simplefilter("ignore", UserWarning)
+            host = torch.from_numpy(words.view(np.uint8))
+        return host.to(self.device, non_blocking=True)
 
     def _blocks(self, buf: torch.Tensor | None) -> Iterator[_Words]:
         """Decode ``buf`` (whole words, as from :meth:`_take_words`) block after block.
@@ -691,7 +551,7 @@ class TorchEvt3Accumulator:
         pos_t = torch.int32 if n <= _MAX_INT32_WORDS else torch.int64
         words = buf.view(torch.int16).to(torch.int32)  # int16: fully supported on every device
         words &= 0xFFFF
-        kinds = buf[1::2] >> 4  # uint8: top nibble of each word's high byte
+        kinds = buf[1::2] >> (TYPE_SHIFT - 8)  # uint8: top nibble of each word's high byte
         histogram = torch.bincount(kinds, minlength=16).tolist()  # sync: table sizes
         self._histogram = [a + b for a, b in zip(self._histogram, histogram, strict=True)]
         state = self._state
@@ -700,7 +560,7 @@ class TorchEvt3Accumulator:
         is_row = kinds == ADDR_Y
         row_count = torch.cumsum(is_row, dim=0, dtype=pos_t)
         row_table = self._setter_table(is_row, histogram[ADDR_Y], words, state[_S_Y], torch.int32)
-        row_table &= 0x7FF
+        row_table &= COORD_MASK
         row_offset_table = torch.where(
             row_table < self.event_height, row_table * self.event_width, -1
         )
@@ -729,20 +589,21 @@ class TorchEvt3Accumulator:
             at = torch.nonzero_static(is_base, size=n_base).view(-1)
             base_word = words.index_select(0, at)
             # base in force = value - advance at the VECT_BASE_X + advance at the word
-            torch.sub(base_word & 0x7FF, advance.index_select(0, at), out=base_table[1:])
-            torch.bitwise_and(base_word >> 11, 1, out=polarity_table[1:])
+            torch.sub(base_word & COORD_MASK, advance.index_select(0, at), out=base_table[1:])
+            torch.bitwise_and(base_word >> POLARITY_SHIFT, 1, out=polarity_table[1:])
         vector_x = base_table.index_select(0, base_count) + advance
 
         is_addr_x = kinds == ADDR_X
-        x = torch.where(is_addr_x, words & 0x7FF, vector_x)
-        room = (self.event_width - x).clamp_(0, 12)  # pixels left on the sensor row from x on
+        x = torch.where(is_addr_x, words & COORD_MASK, vector_x)
+        # pixels left on the sensor row from x on
+        room = (self.event_width - x).clamp_(0, VECT_12_STEP)
         room *= row_offset >= 0
         mask_bits = self._mask_bits.index_select(0, words)
         mask = mask_bits & self._keep.index_select(0, room)
         n_kept = self._popcount.index_select(0, mask)
         kept = n_kept.sum()
 
-        total_advance = 12 * histogram[VECT_12] + 8 * histogram[VECT_8]
+        total_advance = VECT_12_STEP * histogram[VECT_12] + VECT_8_STEP * histogram[VECT_8]
         self._state = torch.stack(
             (
                 row_table[-1].to(torch.int64),
@@ -803,7 +664,7 @@ class TorchEvt3Accumulator:
         state = self._state
         zero = torch.zeros((), dtype=torch.int64, device=dev)
         table = torch.empty(n_high + n_low + 1, dtype=torch.int64, device=dev)
-        table[:1] = state[_S_EPOCH] + (state[_S_HIGH] << 12) + state[_S_LOW]
+        table[:1] = state[_S_EPOCH] + (state[_S_HIGH] << TIME_LOW_BITS) + state[_S_LOW]
         clock = _Clock(
             table=table,
             high=state[_S_HIGH],
@@ -817,8 +678,8 @@ class TorchEvt3Accumulator:
             return clock
         at = torch.nonzero_static(is_clock, size=n_high + n_low).view(-1)
         clock_words = words.index_select(0, at)
-        value = (clock_words & 0xFFF).to(torch.int64)
-        is_high = (clock_words >> 12) == TIME_HIGH
+        value = (clock_words & PAYLOAD_MASK).to(torch.int64)
+        is_high = (clock_words >> TYPE_SHIFT) == TIME_HIGH
         is_low = ~is_high
 
         # High part (with the epoch) after 0, 1, 2, ... TIME_HIGH words, likewise the low part;
@@ -828,11 +689,11 @@ class TorchEvt3Accumulator:
         if n_high:
             high = value.index_select(0, torch.nonzero_static(is_high, size=n_high).view(-1))
             previous = torch.cat((state[_S_HIGH : _S_HIGH + 1], high[:-1]))
-            epoch = torch.cumsum(previous - high > _WRAP_DROP, dim=0, dtype=torch.int64)
-            high_table[1:] = state[_S_EPOCH] + epoch * EVT3_TIME_PERIOD_US + (high << 12)
+            epoch = torch.cumsum(previous - high > WRAP_DROP, dim=0, dtype=torch.int64)
+            high_table[1:] = state[_S_EPOCH] + epoch * TIME_PERIOD_US + (high << TIME_LOW_BITS)
             clock = clock._replace(
                 high=high[-1],
-                epoch=state[_S_EPOCH] + epoch[-1] * EVT3_TIME_PERIOD_US,
+                epoch=state[_S_EPOCH] + epoch[-1] * TIME_PERIOD_US,
                 wraps=epoch[-1],
             )
         low_table = torch.empty(n_low + 1, dtype=torch.int64, device=dev)

@@ -16,10 +16,6 @@ EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("p", "u1"), ("t", "<i8")])
 #: One external-trigger edge seen by the event camera. ``value`` 1 = rising edge, 0 = falling.
 TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("channel", "u1"), ("value", "u1")])
 
-#: EVT3 time stamps are 24-bit microsecond counters.
-EVT3_TIME_BITS = 24
-EVT3_TIME_PERIOD_US = 1 << EVT3_TIME_BITS
-
 
 def first_time_us(events: np.ndarray, triggers: np.ndarray, default: int) -> int:
     """Sensor time of the first item of a packet (event or trigger edge), else ``default``.

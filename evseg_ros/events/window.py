@@ -9,8 +9,10 @@ discard (late frames, overflow) instead of dropping silently.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -61,11 +63,15 @@ class EventBuffer:
 
     Chunks are kept as they arrive (one per packet) and only the chunks a window overlaps are
     concatenated, so adding a packet costs nothing proportional to what is already buffered.
+    A chunk is read through :meth:`_bounds`, :meth:`_count`, :meth:`_events` and
+    :meth:`_cut_front` only, so that a store may keep something else per packet (the encoded
+    packet itself, :class:`~evseg_ros.events.packet_buffer.PacketEventBuffer`) under the same
+    rules.
     """
 
     def __init__(self, *, max_span_us: int = 2_000_000) -> None:
         self.max_span_us = max_span_us
-        self._chunks: deque[np.ndarray] = deque()
+        self._chunks: deque[Any] = deque()
         self._size = 0
         self.dropped_overflow = 0
         self.dropped_out_of_order = 0
@@ -73,7 +79,7 @@ class EventBuffer:
     @property
     def latest_time_us(self) -> int | None:
         """Time of the newest buffered event (None when empty)."""
-        return int(self._chunks[-1]["t"][-1]) if self._chunks else None
+        return self._bounds(self._chunks[-1])[1] if self._chunks else None
 
     def add(self, events: np.ndarray) -> None:
         """Append a time-sorted chunk; events older than the newest held one are dropped.
@@ -90,36 +96,31 @@ class EventBuffer:
             events = events[ok]
             if len(events) == 0:
                 return
-        self._chunks.append(events)
-        self._size += len(events)
-        self.dropped_overflow += self._trim(int(events["t"][-1]) - self.max_span_us)
+        self._append(events)
+
+    def _append(self, chunk: Any) -> None:
+        """Keep ``chunk`` as the newest, then forget what falls out of ``max_span_us``."""
+        self._chunks.append(chunk)
+        self._size += self._count(chunk)
+        self.dropped_overflow += self._trim(self._bounds(chunk)[1] - self.max_span_us)
 
     def _trim(self, t_keep_from_us: int) -> int:
         """Forget events older than ``t_keep_from_us``; return how many."""
         removed = 0
-        while self._chunks and self._chunks[0]["t"][-1] < t_keep_from_us:
-            removed += len(self._chunks.popleft())
+        while self._chunks and self._bounds(self._chunks[0])[1] < t_keep_from_us:
+            removed += self._count(self._chunks.popleft())
         if self._chunks:
-            first = self._chunks[0]
-            cut = int(np.searchsorted(first["t"], t_keep_from_us, side="left"))
-            if cut:
-                self._chunks[0] = first[cut:]
-                removed += cut
+            self._chunks[0], cut = self._cut_front(self._chunks[0], t_keep_from_us)
+            removed += cut
         self._size -= removed
         return removed
 
     def window(self, t_start_us: int, t_end_us: int) -> np.ndarray:
         """Return a copy of the events with ``t_start_us <= t < t_end_us``."""
-        parts = []
-        for chunk in self._chunks:
-            times = chunk["t"]
-            if times[-1] < t_start_us:
-                continue
-            if times[0] >= t_end_us:
-                break
-            lo = int(np.searchsorted(times, t_start_us, side="left"))
-            hi = int(np.searchsorted(times, t_end_us, side="left"))
-            parts.append(chunk[lo:hi])
+        parts = [
+            self._slice(self._events(chunk), t_start_us, t_end_us)
+            for chunk in self._overlapping(t_start_us, t_end_us)
+        ]
         return np.concatenate(parts) if parts else empty_events()
 
     def last(self, t_start_us: int, t_end_us: int, count: int) -> np.ndarray:
@@ -133,3 +134,38 @@ class EventBuffer:
 
     def __len__(self) -> int:
         return self._size
+
+    # -- what a chunk is ------------------------------------------------------------------------
+    def _overlapping(self, t_start_us: int, t_end_us: int) -> Iterator[Any]:
+        """The chunks a window ``[t_start_us, t_end_us)`` may take events from, in order."""
+        for chunk in self._chunks:
+            first, last = self._bounds(chunk)
+            if last < t_start_us:
+                continue
+            if first >= t_end_us:
+                break
+            yield chunk
+
+    @staticmethod
+    def _slice(events: np.ndarray, t_start_us: int, t_end_us: int) -> np.ndarray:
+        """The events of one chunk's array in ``[t_start_us, t_end_us)`` (a view)."""
+        times = events["t"]
+        lo = int(np.searchsorted(times, t_start_us, side="left"))
+        hi = int(np.searchsorted(times, t_end_us, side="left"))
+        return events[lo:hi]
+
+    def _bounds(self, chunk: np.ndarray) -> tuple[int, int]:
+        """Times of the first and the last event of a chunk."""
+        times = chunk["t"]
+        return int(times[0]), int(times[-1])
+
+    def _count(self, chunk: np.ndarray) -> int:
+        return len(chunk)
+
+    def _events(self, chunk: np.ndarray) -> np.ndarray:
+        return chunk
+
+    def _cut_front(self, chunk: np.ndarray, t_keep_from_us: int) -> tuple[Any, int]:
+        """``chunk`` without its events before ``t_keep_from_us``, and how many those were."""
+        cut = int(np.searchsorted(chunk["t"], t_keep_from_us, side="left"))
+        return (chunk[cut:] if cut else chunk), cut

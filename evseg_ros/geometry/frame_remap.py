@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from evseg_ros.device import is_cuda, resolve_device_name
 from evseg_ros.geometry.calibration import RigCalibration
 
 if TYPE_CHECKING:
@@ -41,17 +42,6 @@ class RemapBackend(Enum):
     TORCH = "torch"
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch  # noqa: PLC0415 (only needed to ask for CUDA)
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" or device.startswith("cuda"):
-        return device
-    msg = f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}"
-    raise ValueError(msg)
-
-
 def normalised_grid(map_x: np.ndarray, map_y: np.ndarray, width: int, height: int) -> np.ndarray:
     """``cv2.remap`` pixel maps -> ``grid_sample`` grid (``align_corners=True``).
 
@@ -68,27 +58,32 @@ class FrameRemapper:
 
     Args:
         calibration: Rig calibration (frame intrinsics/distortion and output grid).
-        device: ``"auto"`` (CUDA if torch sees one), ``"cpu"`` or ``"cuda[:n]"``.
+        device: ``"auto"`` (CUDA if torch sees one), ``"cpu"`` or ``"cuda[:n]"``, read by
+            :mod:`evseg_ros.device` like every stage's.
         backend: Force ``"opencv"`` or ``"torch"``; by default torch on CUDA, OpenCV on CPU,
             and the identity pass-through whenever the output grid is the frame.
+
+    Raises:
+        DeviceError: a malformed device, or a GPU this machine does not have (says what to set).
+        ValueError: OpenCV asked for on a GPU.
     """
 
     def __init__(
         self, calibration: RigCalibration, device: str = "auto", *, backend: str | None = None
     ) -> None:
-        self.device = _resolve_device(device)
+        self.device = resolve_device_name(device)
         self.input_size = (calibration.frame_camera.width, calibration.frame_camera.height)
         self.output_size = (calibration.output_width, calibration.output_height)
         if backend is None:
             if calibration.output_is_frame_grid:
                 chosen = RemapBackend.IDENTITY
-            elif self.device.startswith("cuda"):
+            elif is_cuda(self.device):
                 chosen = RemapBackend.TORCH
             else:
                 chosen = RemapBackend.OPENCV
         else:
             chosen = RemapBackend(backend)
-        if chosen is RemapBackend.OPENCV and self.device != "cpu":
+        if chosen is RemapBackend.OPENCV and is_cuda(self.device):
             msg = f"backend 'opencv' runs on the CPU only, got device {self.device!r}"
             raise ValueError(msg)
         self.backend = chosen
@@ -136,6 +131,26 @@ class FrameRemapper:
             raise TypeError(msg)
         return self._remap_tensor(image)
 
+    def remap_image(self, image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Return an ``(H, W[, C])`` image on the output grid in its own kind, layout and dtype.
+
+        The camera frame's path: numpy as :meth:`remap`, and a channels-last tensor (the
+        demosaiced frame on the GPU) stays a tensor on this remapper's device, integers rounded
+        and clipped like the numpy path, so the network sees the same pixels either way.
+
+        Raises:
+            FrameShapeError: The image is not the frame camera's size.
+        """
+        if isinstance(image, np.ndarray):
+            return self.remap(image)
+        self._check_size(image.shape[1], image.shape[0], tuple(image.shape))
+        if self.backend is RemapBackend.IDENTITY:
+            return image
+        if self.backend is RemapBackend.OPENCV:
+            msg = "torch tensors need the 'torch' backend (this remapper uses OpenCV)"
+            raise TypeError(msg)
+        return self._remap_channels_last(image)
+
     # -- internals -----------------------------------------------------------------------------
     def _check_size(self, width: int, height: int, shape: tuple) -> None:
         if (width, height) != self.input_size:
@@ -156,17 +171,23 @@ class FrameRemapper:
         )
         return out if tensor.dim() == 4 else out.squeeze(0)
 
+    def _remap_channels_last(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W[, C]) tensor -> the same on the output grid; integer dtypes rounded, clipped."""
+        import torch  # noqa: PLC0415
+
+        planar = image[..., None] if image.dim() == 2 else image
+        out = self._remap_tensor(planar.permute(2, 0, 1)).permute(1, 2, 0)
+        if not image.dtype.is_floating_point:
+            info = torch.iinfo(image.dtype)
+            out = out.round_().clamp_(info.min, info.max)  # half to even, as numpy's rint
+        out = out.to(image.dtype).contiguous()
+        return out[..., 0] if image.dim() == 2 else out
+
     def _remap_numpy_with_torch(self, image: np.ndarray) -> np.ndarray:
         import torch  # noqa: PLC0415
 
-        planar = image[..., None] if image.ndim == 2 else image
-        tensor = torch.from_numpy(np.ascontiguousarray(planar)).permute(2, 0, 1)
-        out = self._remap_tensor(tensor).permute(1, 2, 0).cpu().numpy()
-        if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
-        out = out.astype(image.dtype)
-        return out[..., 0] if image.ndim == 2 else out
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        return self._remap_channels_last(tensor).cpu().numpy()
 
 
 __all__ = ["FrameRemapper", "FrameShapeError", "RemapBackend", "normalised_grid"]

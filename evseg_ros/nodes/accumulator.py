@@ -4,7 +4,9 @@ The event frame goes to in-process listeners directly (the co-located segmentati
 serialisation) and is published on ``event_frame`` (32FC3, the frame's exact stamp) only while
 something subscribes to it. ``event_frame/status`` says, per frame, whether its window is fit to
 fuse (and why not) and whether it is frameless (the camera frame never came: serve it
-event-only); the thresholds of that judgement can be changed while the node runs.
+event-only); the thresholds of that judgement can be changed while the node runs. A managed node
+(:mod:`.managed`) builds its decoders (the first numba compile) in ``configure`` and subscribes
+in ``activate``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from event_camera_msgs.msg import EventPacket
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from evseg_ros.device import DeviceError
 from evseg_ros.events.representations import Representation
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import load_calibration
-from evseg_ros.nodes.diagnostics import OK, WARN, CounterDeltas, DiagnosticsPublisher
+from evseg_ros.nodes.diagnostics import OK, WARN, CounterDeltas
 from evseg_ros.nodes.health_msgs import event_status_msg
 from evseg_ros.nodes.image_conversion import ns_to_stamp, stamp_to_ns, to_image_msg
+from evseg_ros.nodes.managed import StagedNode, node_class
 from evseg_ros.nodes.params import Param, declare_parameters
 from evseg_ros.nodes.qos import EVENTS_QOS, FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.spin import run_node
@@ -91,9 +94,9 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "device", "auto",
-        "where events are decoded and accumulated: cuda (torch on the GPU), cpu (numba/numpy), "
-        "auto (cuda when torch sees a GPU)",
-        ("auto", "cpu", "cuda"),
+        "where events are decoded and event frames built: cuda or cuda:N (torch on that GPU), "
+        "cpu (the compiled fused path; numpy without numba), auto (cuda when torch sees a GPU); "
+        "a value this machine cannot serve stops the node",
     ),
 )
 
@@ -112,12 +115,21 @@ WARN_COUNTERS = (
 FrameListener = Callable[[ReadyFrame, Image | None], None]
 
 
-class AccumulatorNode(Node):
+class AccumulatorNode(StagedNode):
     """Feed packets and frames to :class:`EventFrameAccumulator`; deliver what it returns."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("accumulator", **kwargs)
         self.params = declare_parameters(self, PARAMS, on_change=self._on_param_change)
+        self.listeners: list[FrameListener] = []
+        self.core: EventFrameAccumulator | None = None
+        self._frame_id = "frame_camera"
+        self._last_health = None
+        self._deltas = CounterDeltas()
+        self.start()
+
+    def _configure(self) -> None:
+        """Calibration, the accumulator (its decoders compiled), publishers."""
         calibration = load_calibration(resolve_package_path(self.params["calibration_file"]))
         config = AccumulatorConfig(
             **self._runtime_config(self.params),
@@ -128,20 +140,26 @@ class AccumulatorNode(Node):
             max_wait_ns=int(self.params["max_wait_ms"] * 1e6),
             device=self.params["device"],
         )
-        self.core = EventFrameAccumulator(calibration, config)
-        self.get_logger().info(f"event frames built on {self.core.device}")
-        self.listeners: list[FrameListener] = []
+        try:
+            self.core = EventFrameAccumulator(calibration, config)
+        except DeviceError as err:
+            raise DeviceError(f"parameter 'device': {err}") from None
+        self.get_logger().info(
+            f"event frames built on {self.core.device} ({self.core.path.value} event path)"
+        )
         self.event_frame_publisher = self.create_publisher(Image, "event_frame", RESULTS_QOS)
         self.status_publisher = self.create_publisher(
             DiagnosticArray, "event_frame/status", RESULTS_QOS
         )
-        self._frame_id = "frame_camera"
-        self._last_health = None
-        self._deltas = CounterDeltas()
+
+    def _activate(self) -> None:
         self.create_subscription(EventPacket, "events", self._on_packet, EVENTS_QOS)
         self.create_subscription(Image, "frame/image_raw", self._on_frame, FRAMES_QOS)
         self.timer = self.create_timer(0.01, self._deliver)
-        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics)
+
+    def _cleanup(self) -> None:
+        self.core = None
+        self._last_health = None
 
     @staticmethod
     def _runtime_config(values: dict) -> dict:
@@ -162,8 +180,13 @@ class AccumulatorNode(Node):
         }
 
     def _on_param_change(self, changed: dict) -> None:
-        """Apply new window / policy values from the next frame on (ValueError rejects them)."""
-        self.core.update_config(**self._runtime_config({**self.params, **changed}))
+        """Apply new window / policy values from the next frame on (ValueError rejects them).
+
+        Unconfigured, the values only wait in ``params`` for the next configure.
+        """
+        config = self._runtime_config({**self.params, **changed})
+        if self.core is not None:
+            self.core.update_config(**config)
 
     def add_listener(self, listener: FrameListener) -> None:
         """Receive event frames in-process (co-located segmentation)."""
@@ -223,7 +246,7 @@ class AccumulatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(AccumulatorNode, args)
+    return run_node(node_class(AccumulatorNode, args), args)
 
 
 if __name__ == "__main__":

@@ -260,6 +260,7 @@ def node_name_in(args: Sequence[str], default: str) -> str:
 
 def _node_of(factory: Callable[..., Node]) -> tuple[str, tuple[Param, ...]] | None:
     """The node name and table of a node class: a graph node's, or its module's ``PARAMS``."""
+    factory = getattr(factory, "managed_from", factory)  # a managed twin: its plain class's
     module = getattr(factory, "__module__", "")
     loaded = sys.modules.get(module)
     spec = getattr(loaded, "__spec__", None)

@@ -35,6 +35,7 @@ from evseg_ros.nodes.diagnostics import ERROR, OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.fault_params import FAULT_PARAMS, replay_faults
 from evseg_ros.nodes.image_conversion import ns_to_stamp
+from evseg_ros.nodes.managed import node_class
 from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import CLOCK_QOS, EVENTS_QOS
 from evseg_ros.nodes.replay_params import REPLAY_PARAMS
@@ -120,6 +121,8 @@ class Evk4DriverNode(SourceDriverNode):
 
     def _setup_publishers(self) -> None:
         self.publisher = self.create_publisher(EventPacket, "events", EVENTS_QOS)
+
+    def _subscribe(self) -> None:
         if self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP:
             # lockstep: the frame driver moves the playhead and publishes it on /clock
             self.create_subscription(ClockMsg, "/clock", self._on_clock, CLOCK_QOS)
@@ -253,7 +256,7 @@ class Evk4DriverNode(SourceDriverNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(Evk4DriverNode, args)
+    return run_node(node_class(Evk4DriverNode, args), args)
 
 
 if __name__ == "__main__":

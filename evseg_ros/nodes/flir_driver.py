@@ -31,6 +31,7 @@ from evseg_ros.nodes.diagnostics import OK, WARN
 from evseg_ros.nodes.driver_base import SourceDriverNode
 from evseg_ros.nodes.fault_params import FAULT_PARAMS, replay_faults
 from evseg_ros.nodes.image_conversion import ENCODINGS, ns_to_stamp, stamp_to_ns, to_image_msg
+from evseg_ros.nodes.managed import node_class
 from evseg_ros.nodes.params import Param
 from evseg_ros.nodes.qos import FRAMES_QOS, RESULTS_QOS
 from evseg_ros.nodes.replay_params import REPLAY_PARAMS
@@ -185,14 +186,16 @@ class FlirDriverNode(SourceDriverNode):
         #: (stamp, monotonic ns) of the latest frames published: where frame->mask latency starts
         self.published_at: deque[tuple[int, int]] = deque(maxlen=PUBLISHED_AT_LENGTH)
         self._awaiting: tuple[int, float] | None = None  # lockstep: (stamp, monotonic s)
-        if self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP:
-            self.create_subscription(Image, "segmentation/mask", self._on_mask, RESULTS_QOS)
         self.truth_publisher = None
         if self.params["source"] == "sim" and self.params["publish_ground_truth"]:
             self.truth_publisher = self.create_publisher(Image, "frame/ground_truth", FRAMES_QOS)
         not_applied = getattr(self.source, "settings_not_applied", ())
         if not_applied:
             self.get_logger().warning(f"camera settings not applied: {'; '.join(not_applied)}")
+
+    def _subscribe(self) -> None:
+        if self.replay is not None and self.replay.pacing is ReplayPacing.LOCKSTEP:
+            self.create_subscription(Image, "segmentation/mask", self._on_mask, RESULTS_QOS)
 
     def _open_source(self) -> FrameSource:
         params = self.params
@@ -354,7 +357,7 @@ class FlirDriverNode(SourceDriverNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(FlirDriverNode, args)
+    return run_node(node_class(FlirDriverNode, args), args)
 
 
 if __name__ == "__main__":

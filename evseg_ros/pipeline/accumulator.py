@@ -13,11 +13,14 @@ goes on, trigger edges that no frame claims within ``frame_timeout_us`` of senso
 keeps coming at the trigger rate; a frame that turns up after its slot was served that way is
 dropped and counted (``frames_superseded``).
 
-Two event paths share this logic, chosen by ``AccumulatorConfig.device``: the host path (numba
-or numpy decoder, numpy buffer and frame builder; the fastest on a CPU) and the device path (EVT3
-decoded by torch on the GPU, events kept there, frames built there and handed on as CUDA
-tensors). ``auto`` takes the device path where CUDA is available. Both give the same frames, bit
-for bit; ``cpu_torch`` runs the device path on the CPU so that this can be checked anywhere.
+Three event paths share this logic (:class:`EventPath`); ``AccumulatorConfig.device`` picks the
+fastest one for its device. On a GPU, the torch path decodes EVT3 there, keeps the events there
+and builds the frames there, handed on as CUDA tensors. On a CPU, the fused path keeps the EVT3
+packets and decodes each frame's window straight into its event frame with the compiled kernel;
+the host path (decoded numpy events, numpy frame builders) serves the other representations, the
+count window's event frames and machines without numba. All three give the same frames, bit for
+bit; ``AccumulatorConfig.event_path`` can force one (the torch path on a CPU, say), which is how
+tests and benchmarks compare them.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
+from evseg_ros.device import check_device_text, cuda_available, is_cuda, resolve_device_name
 from evseg_ros.events import evt3_fast, representations
 from evseg_ros.events.decoders import EventDecoder, create_decoder
 from evseg_ros.events.device_buffer import DeviceEventBuffer
 from evseg_ros.events.event_frame import EventFrameBuilder
+from evseg_ros.events.packet_buffer import PacketEventBuffer
 from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import empty_events, packet_time_us
 from evseg_ros.events.window import EventBuffer, WindowConfig, WindowMode
@@ -53,35 +59,58 @@ logger = logging.getLogger(__name__)
 #: A forward EventPacket.seq jump beyond this is a stream reset (driver restart, corrupt header),
 #: not lost packets: a million packets is a quarter of an hour at 1 kHz.
 MAX_PLAUSIBLE_SEQ_GAP = 1_000_000
-#: Values of ``AccumulatorConfig.device``; the node exposes the first three.
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cpu_torch")
 
 
-def use_device_path(device: str, representation: Representation) -> tuple[bool, str]:
-    """Decide between the host and the torch device path; return (device path?, torch device).
+class EventPath(Enum):
+    """Where events are decoded and event frames built."""
+
+    #: numba: EVT3 packets kept, each window decoded straight into its event frame (CPU)
+    FUSED = "fused"
+    #: decoded events kept in numpy, frames built by numpy (any representation, any encoding)
+    HOST = "host"
+    #: torch: decoded on the device, events kept there, frames built there (a GPU; or the CPU)
+    TORCH = "torch"
+
+
+def choose_event_path(
+    device: str, representation: Representation, path: EventPath | None = None
+) -> tuple[EventPath, str]:
+    """The event path for a ``device`` value, and the device its frames are built on.
+
+    Without ``path``, the fastest for the device: torch on a GPU, the fused path on a CPU for
+    the event frame where numba is installed, else the host path. ``auto`` never fails: on a
+    machine without a GPU, or for a representation torch does not build, it stays on the CPU.
 
     Raises:
-        ValueError: unknown device, or a representation the device path does not build.
-        RuntimeError: ``cuda`` without a usable GPU (from the torch decoder's device check).
+        DeviceError: a malformed device, or a GPU asked for where none is usable.
+        ValueError: a path or device that cannot build ``representation``, or the fused path
+            without numba.
     """
-    if device not in DEVICE_CHOICES:
-        msg = f"device must be one of {DEVICE_CHOICES}, got {device!r}"
+    text = check_device_text(device)
+    on_cpu = text == "cpu" or (text == "auto" and not cuda_available())
+    built_on = "cpu" if on_cpu else resolve_device_name(text)
+    event_frame = representation is Representation.EVENT_FRAME
+    if path is None and is_cuda(built_on):
+        path = EventPath.TORCH if event_frame or text != "auto" else EventPath.HOST
+    if path is None:
+        path = EventPath.FUSED if event_frame and evt3_fast.available() else EventPath.HOST
+    if path is EventPath.TORCH:
+        if not event_frame:
+            msg = (
+                f"device {device!r} builds the 3-channel event frame only; representation "
+                f"{representation.value!r} needs device 'cpu' (or 'auto')"
+            )
+            raise ValueError(msg)
+        return path, built_on
+    if is_cuda(built_on) and text != "auto":
+        msg = f"event path {path.value!r} runs on the CPU; device {device!r} asks for a GPU"
         raise ValueError(msg)
-    if device == "cpu":
-        return False, "cpu"
-    import torch  # the host path must not need torch
-
-    if device == "auto" and not torch.cuda.is_available():
-        return False, "cpu"
-    if representation is not Representation.EVENT_FRAME:
-        if device == "auto":
-            return False, "cpu"
-        msg = (
-            f"device {device!r} builds the 3-channel event frame only; representation "
-            f"{representation.value!r} needs device 'cpu' (or 'auto')"
-        )
+    if path is EventPath.FUSED and not event_frame:
+        msg = f"the fused event path builds the event frame only, not {representation.value!r}"
         raise ValueError(msg)
-    return True, "cpu" if device == "cpu_torch" else "cuda"
+    if path is EventPath.FUSED and not evt3_fast.available():
+        raise ValueError(str(evt3_fast.UNAVAILABLE_REASON))
+    return path, "cpu"
 
 
 def host_array(frame: Any) -> np.ndarray:
@@ -104,7 +133,10 @@ class AccumulatorConfig:
     time_reset_us: int = 200_000
     representation: Representation = Representation.EVENT_FRAME
     voxel_bins: int = 3
+    #: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:mod:`evseg_ros.device`)
     device: str = "cpu"
+    #: None: the fastest path for ``device`` (see :func:`choose_event_path`)
+    event_path: EventPath | None = None
     #: sensor time the decoded stream may pass a trigger edge before its frame counts as
     #: missing and the edge is served event-only; 0 = never
     frame_timeout_us: int = 150_000
@@ -147,17 +179,21 @@ class EventFrameAccumulator:
         self.config = config or AccumulatorConfig()
         self.calibration = calibration
         self.builder = EventFrameBuilder(calibration)
-        on_device, torch_device = use_device_path(
-            self.config.device, self.config.representation
+        #: Where events are decoded and frames built, and on which device ("cpu", "cuda:1").
+        self.path, self.device = choose_event_path(
+            self.config.device, self.config.representation, self.config.event_path
         )
-        #: Torch decoder + accumulator of the device path (None on the host path).
+        #: Torch decoder + frame builder of the torch path (None on the CPU paths).
         self.device_decoder = None
-        if on_device:
+        if self.path is EventPath.TORCH:
             from evseg_ros.events.evt3_torch import TorchEvt3Accumulator
 
-            self.device_decoder = TorchEvt3Accumulator(calibration, device=torch_device)
-        #: Where event frames are built: "cpu" (host path) or the torch device.
-        self.device = str(self.device_decoder.device) if on_device else "cpu"
+            self.device_decoder = TorchEvt3Accumulator(calibration, device=self.device)
+            self.device = str(self.device_decoder.device)
+        #: The fused path's frame builder (None on the other paths).
+        self.fused_frames = None
+        if self.path is EventPath.FUSED:
+            self.fused_frames = evt3_fast.FastFrameAccumulator(self.builder)
         self.buffer = self._new_buffer()
         self.clock = ClockOffsetEstimator()
         self.sync = FrameTriggerSync(
@@ -227,6 +263,10 @@ class EventFrameAccumulator:
             # Drop its stray byte instead of letting it shift every later packet.
             self.counters["odd_length_packets"] += 1
             data = memoryview(data).cast("B")[: len(data) - 1]
+        # the fused path keeps EVT3 packets with the decoder state in front of them
+        saved = None
+        if self.fused_frames is not None and isinstance(decoder, evt3_fast.FastEvt3Decoder):
+            saved = decoder.save_state()
         try:
             if decoder is self.device_decoder:
                 decoded = decoder.decode_to_device(data)
@@ -256,7 +296,9 @@ class EventFrameAccumulator:
             self._newest_frame_trigger_us = None
             self._frameless_until_ns = None
         self.clock.add(stamp_ns // 1000, first_time)
-        if self.device_decoder is None:
+        if saved is not None:
+            self.buffer.add_packet(host.events, data, saved)
+        elif self.device_decoder is None:
             self.buffer.add(host.events)
         else:
             self.buffer.add(
@@ -268,9 +310,12 @@ class EventFrameAccumulator:
         self._decoded_until_us = current
 
     def _new_buffer(self) -> EventBuffer | DeviceEventBuffer:
-        if self.device_decoder is None:
-            return EventBuffer(max_span_us=self.config.buffer_span_us)
-        return DeviceEventBuffer(max_span_us=self.config.buffer_span_us)
+        span = self.config.buffer_span_us
+        if self.path is EventPath.TORCH:
+            return DeviceEventBuffer(max_span_us=span)
+        if self.path is EventPath.FUSED:
+            return PacketEventBuffer(self.fused_frames, max_span_us=span)
+        return EventBuffer(max_span_us=span)
 
     def _decoder(self, encoding: str) -> EventDecoder | None:
         if encoding == "evt3" and self.device_decoder is not None:
@@ -414,6 +459,8 @@ class EventFrameAccumulator:
         t0, t1 = window.bounds(match.t_anchor_us)
         if self.device_decoder is not None:
             frame, t0, num_events = self._build_on_device(t0, t1, empty=empty)
+        elif self.fused_frames is not None and not empty and window.mode is not WindowMode.COUNT:
+            frame, num_events = self.buffer.event_frame(t0, t1)
         else:
             if empty:
                 events = empty_events()
@@ -478,6 +525,7 @@ class EventFrameAccumulator:
             else self.device_decoder.unmapped_events
         )
         values["device"] = self.device
+        values["event_path"] = self.path.value
         sync = self.sync.statistics()
         values["triggers_matched"] = sync["matched"]
         values["frames_without_trigger"] = sync["unmatched"]

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from evseg_ros.device import is_cuda, resolve_device_name
+
 if TYPE_CHECKING:
     import torch
 
@@ -117,41 +119,33 @@ def debayer_torch(mosaic: torch.Tensor, encoding: str) -> torch.Tensor:
     return torch.floor(rgb + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device in {"cpu", "cuda"} or device.startswith("cuda:"):
-        return device
-    msg = f"Debayer device {device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:<index>'"
-    raise ValueError(msg)
-
-
 class Debayer:
     """Convert a frame in any :data:`SUPPORTED_ENCODINGS` to RGB on the chosen device.
 
     With the default ``backend="auto"``, ``device="cpu"`` runs OpenCV and returns numpy arrays,
     and a CUDA device runs :func:`debayer_torch` and returns (H, W, 3) uint8 tensors on that
     device, ready for the network without another host round trip. ``backend="torch"`` uses
-    torch on any device (CPU included). ``device="auto"`` picks CUDA when torch sees a GPU.
+    torch on any device (CPU included). ``device`` is read by :mod:`evseg_ros.device`, like
+    every stage's: ``auto`` picks CUDA when torch sees a GPU, ``cuda`` without one is an error.
+
+    A host frame given to a CUDA debayer is uploaded as it came (the mosaic: a third of the
+    bytes of the RGB it becomes) through page-locked memory, without blocking the host.
 
     Raises:
-        ValueError: unknown device or backend, or OpenCV asked for on a GPU.
+        DeviceError: a malformed device, or a GPU this machine does not have (says what to set).
+        ValueError: unknown backend, or OpenCV asked for on a GPU.
     """
 
     def __init__(self, device: str = "auto", *, backend: str = "auto") -> None:
-        self.device = _resolve_device(device)
+        self.device = resolve_device_name(device)
         if backend not in ("auto", "opencv", "torch"):
             msg = f"Debayer backend {backend!r} is not one of 'auto', 'opencv', 'torch'"
             raise ValueError(msg)
-        if backend == "opencv" and self.device != "cpu":
+        if backend == "opencv" and is_cuda(self.device):
             msg = f"Debayer backend 'opencv' runs on the CPU, not on device {self.device!r}"
             raise ValueError(msg)
         self.backend = (
-            backend if backend != "auto" else ("opencv" if self.device == "cpu" else "torch")
+            backend if backend != "auto" else ("torch" if is_cuda(self.device) else "opencv")
         )
 
     def __call__(self, image: np.ndarray | torch.Tensor, encoding: str) -> Any:
@@ -165,8 +159,10 @@ class Debayer:
             return debayer_opencv(array, encoding)
         import torch
 
-        tensor = torch.as_tensor(image).to(self.device, non_blocking=True)
-        _check(tuple(tensor.shape), tensor.dtype, encoding)
+        from evseg_ros.runtime.tensor_inputs import as_tensor
+
+        _check(tuple(image.shape), image.dtype, encoding)
+        tensor = as_tensor(image, torch.device(self.device))
         if encoding in BAYER_PATTERNS:
             return debayer_torch(tensor, encoding)
         if encoding == "bgr8":

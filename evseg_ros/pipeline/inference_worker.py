@@ -7,6 +7,11 @@ event decoding stops too. Here the callback only hands the frame over; one worke
 jobs (ONNX Runtime and torch release the GIL while they compute), and when frames come faster than
 it can take them the oldest waiting one is dropped and counted: a late mask of an old frame is
 worth less than a current one, and a queue that grows without bound is latency without bound.
+
+With ``depth=1`` this is newest-pair-only on the GPU path too: the segmentation node uploads a
+frame inside its job, so a job dropped for a newer one never cost a transfer, and a dropped
+job's tensors (an event frame built on the GPU) are freed with it. At most two frames are held
+on the device at once: the one running and the one waiting.
 """
 
 from __future__ import annotations

@@ -1,13 +1,20 @@
-"""Segmentation stage: image + event frame in, class mask and RViz overlay out."""
+"""Segmentation stage: image + event frame in, class mask and RViz overlay out.
+
+The inputs are host arrays, or torch tensors on the backend's device (the GPU path: the frame
+was demosaiced and remapped there, the event frame built there). The mask always comes back
+to the host; the image is brought down only when the overlay is wanted.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from evseg_ros.labels import LabelSet
+from evseg_ros.pipeline.accumulator import host_array
 from evseg_ros.pipeline.overlay import blend_overlay
 from evseg_ros.runtime.backend import SegmentationBackend
 
@@ -34,15 +41,25 @@ class Segmenter:
         self.frames = 0
 
     def process(
-        self, image: np.ndarray, event_frame: np.ndarray, *, want_overlay: bool = True
+        self, image: Any, event_frame: Any, *, want_overlay: bool = True
     ) -> SegmentationOutput:
+        """Segment one frame.
+
+        Args:
+            image: (H, W, 3) uint8 RGB, numpy or a tensor on the backend's device.
+            event_frame: (3, H, W) float32 on the image's grid, of the same kind.
+            want_overlay: Also blend the overlay (brings a GPU image to the host).
+
+        Raises:
+            ValueError: the shapes do not fit together.
+        """
         if image.ndim != 3 or image.shape[2] != 3:
-            msg = f"image must be (H, W, 3) RGB, got shape {image.shape!r}"
+            msg = f"image must be (H, W, 3) RGB, got shape {tuple(image.shape)!r}"
             raise ValueError(msg)
-        if event_frame.shape != (3, *image.shape[:2]):
+        if tuple(event_frame.shape) != (3, *image.shape[:2]):
             msg = (
-                f"event frame shape {event_frame.shape!r} does not match image "
-                f"{image.shape[:2]!r}"
+                f"event frame shape {tuple(event_frame.shape)!r} does not match image "
+                f"{tuple(image.shape[:2])!r}"
             )
             raise ValueError(msg)
         result = self.backend.infer(image, event_frame)
@@ -50,7 +67,9 @@ class Segmenter:
         overlay = None
         if want_overlay:
             start = time.perf_counter()
-            overlay = blend_overlay(image, result.mask, self.label_set, self.overlay_alpha)
+            overlay = blend_overlay(
+                host_array(image), result.mask, self.label_set, self.overlay_alpha
+            )
             timings["overlay"] = (time.perf_counter() - start) * 1e3
         self.frames += 1
         return SegmentationOutput(result.mask, overlay, timings)

@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from evseg_ros.runtime.errors import ModelNotFoundError, RuntimeBackendError
+
 _LOG = logging.getLogger(__name__)
 
 #: Graph input names, in order.
@@ -66,6 +68,15 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def stage_timings(t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
+    """Milliseconds per stage from the four ``perf_counter`` readings around them."""
+    return {
+        "preprocess": (t1 - t0) * 1e3,
+        "inference": (t2 - t1) * 1e3,
+        "postprocess": (t3 - t2) * 1e3,
+    }
+
+
 @runtime_checkable
 class SegmentationBackend(Protocol):
     """What the node needs from an inference engine."""
@@ -76,13 +87,16 @@ class SegmentationBackend(Protocol):
     device: str
     #: One line naming the network and what it was trained on, for logs.
     description: str
+    # create_backend also sets ``selection``: the backend chosen and why better ones were not.
 
     def infer(self, image: np.ndarray, events: np.ndarray) -> SegmentationResult:
         """Segment one frame.
 
         Args:
-            image: ``H x W x 3`` uint8 RGB.
-            events: ``3 x H x W`` float32 event frame on the image's pixel grid.
+            image: ``H x W x 3`` uint8 RGB, a numpy array or a torch tensor.
+            events: ``3 x H x W`` float32 event frame on the image's pixel grid, likewise.
+                Tensors on the backend's GPU stay there (no host round trip); the mask of
+                the result is always a host array.
         """
         ...
 
@@ -91,13 +105,20 @@ BackendFactory = Callable[..., SegmentationBackend]
 
 
 def check_inputs(image: np.ndarray, events: np.ndarray) -> None:
-    """Raise ``ValueError`` unless ``image`` is HxWx3 uint8 and ``events`` 3xHxW on its grid."""
+    """Raise ``ValueError`` unless ``image`` is HxWx3 uint8 and ``events`` finite 3xHxW on its grid.
+
+    A NaN in an event frame would spread through the network's attention to every pixel of
+    the mask; refusing the frame makes it one counted bad input instead.
+    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         msg = f"image must be HxWx3 uint8 RGB, got {image.shape} {image.dtype}"
         raise ValueError(msg)
     if events.ndim != 3 or events.shape != (3, *image.shape[:2]):
         height, width = image.shape[:2]
         msg = f"events must be 3x{height}x{width} (the image grid), got {events.shape}"
+        raise ValueError(msg)
+    if not np.isfinite(events).all():
+        msg = "events contain NaN or inf (a broken event frame): frame skipped"
         raise ValueError(msg)
 
 
@@ -144,27 +165,56 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def _onnxruntime_factory(model_path: str | Path, **kwargs) -> SegmentationBackend:
+@dataclass(frozen=True)
+class BackendStatus:
+    """One row of ``evseg backends``: can this engine run this model on this device here?"""
+
+    name: str
+    device: str
+    available: bool
+    reason: str
+
+
+def _factory(name: str) -> BackendFactory:
+    """The class of a backend, imported only when it is asked for."""
+    if name == "tensorrt":
+        from evseg_ros.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend
+    if name == "pytorch":
+        from evseg_ros.runtime.torch_backend import TorchBackend
+
+        return TorchBackend
     from evseg_ros.runtime.onnx_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(model_path, **kwargs)
+    return OnnxRuntimeBackend
 
 
-def _pytorch_factory(model_path: str | Path, **kwargs) -> SegmentationBackend:
-    from evseg_ros.runtime.torch_backend import TorchBackend
-
-    return TorchBackend(model_path, **kwargs)
-
-
-#: Backend name -> factory ``(model_path, *, network_width, network_height, **options)``.
+#: Backend name -> factory ``(model_path, *, network_width, network_height, device, **options)``.
 #: Factories import their engine lazily so a missing optional engine only matters when chosen.
 BACKENDS: dict[str, BackendFactory] = {
-    "onnxruntime": _onnxruntime_factory,
-    "pytorch": _pytorch_factory,
+    name: (lambda *a, _n=name, **k: _factory(_n)(*a, **k))
+    for name in ("tensorrt", "pytorch", "onnxruntime")
 }
 
-#: Checkpoint suffixes that ``"auto"`` hands to the PyTorch backend.
-_TORCH_SUFFIXES = (".pt", ".pth")
+#: What ``auto`` tries, best first: (backend, device kind).
+AUTO_ORDER = (
+    ("tensorrt", "cuda"),
+    ("pytorch", "cuda"),
+    ("onnxruntime", "cuda"),
+    ("onnxruntime", "cpu"),
+    ("pytorch", "cpu"),
+)
+
+
+def _accepted(factory: BackendFactory, options: dict) -> dict:
+    """The options ``factory`` takes: one option set (the node's) serves every backend."""
+    import inspect
+
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {key: value for key, value in options.items() if key in parameters}
 
 
 def create_backend(
@@ -173,42 +223,69 @@ def create_backend(
     *,
     network_width: int = 0,
     network_height: int = 0,
+    device: str = "auto",
     **options,
 ) -> SegmentationBackend:
-    """Build a backend by name.
+    """Build a backend by name, or the best one that works here with ``auto``.
 
     Args:
-        name: ``"auto"`` or a key of :data:`BACKENDS`. ``"auto"`` picks ONNX Runtime (CUDA
-            provider when available, else CPU) for ONNX files and PyTorch for ``.pt``
-            checkpoints, and logs its choice.
-        model_path: Model file.
+        name: ``"auto"`` or a key of :data:`BACKENDS`. ``"auto"`` goes down
+            :data:`AUTO_ORDER` (TensorRT, PyTorch CUDA, ONNX Runtime CUDA, ONNX Runtime CPU,
+            PyTorch CPU), skipping what is not available and falling through a backend that
+            fails to load; the backend it returns carries ``selection`` (one line: what was
+            chosen, and why each better one was skipped) for the log and ``/diagnostics``.
+        model_path: The ONNX model; the PyTorch backends run the ``.pt`` checkpoint beside it
+            (or the checkpoint itself when given one).
         network_width: Width the network runs at; 0 keeps the input's native size.
         network_height: Height the network runs at; 0 keeps the input's native size.
-        **options: Engine-specific options (e.g. ``intra_op_num_threads``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; restricts ``auto`` to that kind.
+        **options: Backend options; each backend receives those it takes (``num_threads``,
+            ``precision``, ``engine_cache_dir``, ``return_logits``...).
 
     Raises:
-        ValueError: ``name`` is not known; the message lists the known names.
+        ValueError: ``name`` is not known (the message lists the known names), or a bad device.
         ModelNotFoundError: ``model_path`` does not exist.
-        RuntimeBackendError: The model cannot be loaded or breaks the contract.
+        RuntimeBackendError: The model cannot be loaded by the named backend, or by any with
+            ``auto`` (each one's reason is in the message).
     """
-    if name == "auto":
-        chosen = "pytorch" if Path(model_path).suffix in _TORCH_SUFFIXES else "onnxruntime"
-    elif name in BACKENDS:
-        chosen = name
-    else:
+    from evseg_ros.runtime.selection import probe_backends
+
+    if name != "auto" and name not in BACKENDS:
         msg = f"unknown segmentation backend {name!r}; known: {['auto', *sorted(BACKENDS)]}"
         raise ValueError(msg)
-    backend = BACKENDS[chosen](
-        model_path, network_width=network_width, network_height=network_height, **options
-    )
-    level = logging.INFO if name == "auto" else logging.DEBUG
-    _LOG.log(
-        level,
-        "segmentation backend %s on %s (requested %r) for %s: %s",
-        backend.name,
-        backend.device,
-        name,
-        model_path,
-        backend.description,
-    )
-    return backend
+    if not Path(model_path).is_file():
+        raise ModelNotFoundError(model_path)
+    sizes = {"network_width": network_width, "network_height": network_height}
+    if name != "auto":
+        factory = BACKENDS[name]
+        backend = factory(model_path, device=device, **sizes, **_accepted(_factory(name), options))
+        backend.selection = f"{backend.name} on {backend.device} (requested)"
+        _LOG.debug(
+            "segmentation backend %s for %s: %s", backend.name, model_path, backend.description
+        )
+        return backend
+    skipped: list[str] = []
+    for status in probe_backends(model_path, device):
+        label = f"{status.name}/{status.device}"
+        if not status.available:
+            skipped.append(f"{label}: {status.reason}")
+            continue
+        factory = _factory(status.name)
+        try:
+            backend = factory(
+                model_path, device=status.device, **sizes, **_accepted(factory, options)
+            )
+        except RuntimeBackendError as err:
+            _LOG.warning("segmentation backend %s failed, trying the next: %s", label, err)
+            skipped.append(f"{label}: failed: {err}")
+            continue
+        backend.selection = f"{backend.name} on {backend.device}" + (
+            f" (skipped {'; '.join(skipped)})" if skipped else ""
+        )
+        _LOG.info(
+            "segmentation backend %s for %s: %s", backend.selection, model_path,
+            backend.description,
+        )
+        return backend
+    msg = f"no segmentation backend can run {str(model_path)!r} here: " + "; ".join(skipped)
+    raise RuntimeBackendError(msg)

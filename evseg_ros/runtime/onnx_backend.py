@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evseg_ros.device import check_device_text
 from evseg_ros.runtime.backend import (
     INPUT_NAMES,
     LOGITS_OUTPUT,
@@ -23,13 +24,13 @@ from evseg_ros.runtime.backend import (
     SegmentationResult,
     model_description,
     resize_mask,
+    stage_timings,
     to_network_inputs,
 )
 from evseg_ros.runtime.errors import ModelNotFoundError, RuntimeBackendError
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
-_DEVICES = ("auto", "cpu", "cuda")
 
 
 def _import_onnxruntime():
@@ -41,21 +42,27 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def select_providers(available: list[str], device: str = "auto") -> list[str]:
+def select_providers(available: list[str], device: str = "auto") -> list:
     """Execution providers to request: CUDA first when wanted and available, CPU always last.
 
+    ``cuda:N`` asks the CUDA provider for GPU N (its ``device_id`` option).
+
     Raises:
-        RuntimeBackendError: ``device="cuda"`` but the CUDA provider is not installed.
+        DeviceError: a malformed device value.
+        RuntimeBackendError: ``cuda`` requested but the CUDA provider is not installed.
     """
-    if device not in _DEVICES:
-        msg = f"unknown device {device!r}; expected one of {_DEVICES}"
-        raise ValueError(msg)
-    if device == "cuda" and _CUDA not in available:
-        msg = f"device='cuda' requested but onnxruntime offers only {available}"
+    device = check_device_text(device)
+    if device.startswith("cuda") and _CUDA not in available:
+        msg = (
+            f"device={device!r} requested but onnxruntime offers only {available}; install "
+            "onnxruntime-gpu (matching the CUDA of this machine) or use device 'cpu'"
+        )
         raise RuntimeBackendError(msg)
-    if device in ("auto", "cuda") and _CUDA in available:
-        return [_CUDA, _CPU]
-    return [_CPU]
+    if device == "cpu" or _CUDA not in available:
+        return [_CPU]
+    if ":" in device:
+        return [(_CUDA, {"device_id": int(device.split(":")[1])}), _CPU]
+    return [_CUDA, _CPU]
 
 
 def _dim(value) -> int | None:
@@ -76,7 +83,8 @@ class OnnxRuntimeBackend:
             node shares the CPU with the event decoder.
         num_threads: Backend-neutral alias of ``intra_op_num_threads`` (the node's parameter);
             used when ``intra_op_num_threads`` is 0.
-        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA if the provider is installed), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
         return_logits: Copy the logits out with every result (only if the model has them).
         expected_label_set: If given, refuse a model whose metadata names another label set.
 
@@ -123,7 +131,10 @@ class OnnxRuntimeBackend:
             msg = f"cannot load {str(self.model_path)!r} as an ONNX model: {reason}"
             raise RuntimeBackendError(msg) from None
         self.providers = self._engine.get_providers()
-        self.device = "cuda" if self.providers[0] == _CUDA else "cpu"
+        self.device = "cpu"
+        if self.providers[0] == _CUDA:
+            cuda_options = self._engine.get_provider_options().get(_CUDA, {})
+            self.device = f"cuda:{cuda_options.get('device_id', 0)}"
         self.metadata: dict[str, str] = dict(self._engine.get_modelmeta().custom_metadata_map)
         self.class_names = tuple(c for c in self.metadata.get(META_CLASSES, "").split(",") if c)
         self.variant = self.metadata.get(META_VARIANT, "unknown")
@@ -183,8 +194,17 @@ class OnnxRuntimeBackend:
             raise self._fail(f"label set is {label_set!r}, expected {expected_label_set!r}")
         return logits is not None
 
-    def infer(self, image: np.ndarray, events: np.ndarray) -> SegmentationResult:
-        """Segment one frame (see :class:`evseg_ros.runtime.backend.SegmentationBackend`)."""
+    def infer(self, image, events) -> SegmentationResult:
+        """Segment one frame (see :class:`evseg_ros.runtime.backend.SegmentationBackend`).
+
+        Host arrays go through the host path. Torch tensors on the GPU of a CUDA session stay
+        there: resized and normalised with torch, bound to the session by address (I/O
+        binding), and only the mask comes back. Tensors anywhere else are brought to the host.
+        """
+        if not isinstance(image, np.ndarray) or not isinstance(events, np.ndarray):
+            if self.device != "cpu" and _on_cuda(image) and _on_cuda(events):
+                return self._infer_bound(image, events)
+            image, events = _host(image), _host(events)
         t0 = time.perf_counter()
         image_t, events_t = to_network_inputs(image, events, self.network_size)
         t1 = time.perf_counter()
@@ -192,10 +212,46 @@ class OnnxRuntimeBackend:
         t2 = time.perf_counter()
         mask = resize_mask(outputs[0][0], image.shape[1], image.shape[0])
         logits = outputs[1][0] if len(outputs) > 1 else None
-        t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-        }
+        timings = stage_timings(t0, t1, t2, time.perf_counter())
         return SegmentationResult(mask=mask, logits=logits, timings=timings)
+
+    def _infer_bound(self, image, events) -> SegmentationResult:
+        """The CUDA-session path for GPU tensors: no host round trip of the inputs."""
+        import torch
+
+        from evseg_ros.runtime import tensor_inputs
+
+        t0 = time.perf_counter()
+        image_t, events_t = tensor_inputs.to_network_tensors(image, events, self.network_size)
+        batch, _, height, width = image_t.shape
+        mask_t = torch.empty((batch, height, width), dtype=torch.uint8, device=image_t.device)
+        binding = self._engine.io_binding()
+        index = image_t.device.index or 0
+        for name, tensor in (("image", image_t), ("events", events_t)):
+            binding.bind_input(
+                name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr()
+            )
+        binding.bind_output(
+            MASK_OUTPUT, "cuda", index, np.uint8, list(mask_t.shape), mask_t.data_ptr()
+        )
+        if len(self._outputs) > 1:
+            binding.bind_output(LOGITS_OUTPUT)  # on the host: only asked for by tools
+        torch.cuda.current_stream(image_t.device).synchronize()  # inputs ready before ORT reads
+        t1 = time.perf_counter()
+        self._engine.run_with_iobinding(binding)
+        t2 = time.perf_counter()
+        mask = tensor_inputs.mask_to_host(mask_t[0], image.shape[1], image.shape[0])
+        logits = binding.copy_outputs_to_cpu()[1][0] if len(self._outputs) > 1 else None
+        timings = stage_timings(t0, t1, t2, time.perf_counter())
+        return SegmentationResult(mask=mask, logits=logits, timings=timings)
+
+
+def _on_cuda(value) -> bool:
+    return getattr(getattr(value, "device", None), "type", "") == "cuda"
+
+
+def _host(value) -> np.ndarray:
+    """A torch tensor (any device) as a host array; numpy arrays pass through."""
+    if isinstance(value, np.ndarray):
+        return value
+    return value.detach().cpu().numpy()

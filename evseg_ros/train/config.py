@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from evseg_ros.device import DEVICE_CHOICES, DeviceError, check_device_text
 from evseg_ros.labels import LABEL_SETS, LabelSet, get_label_set
 from evseg_ros.model.cacd import CACDConfig
 from evseg_ros.train.config_overrides import apply_overrides
@@ -68,10 +69,18 @@ OPTIMIZERS = ("adam", "adamw")
 AMP_MODES = ("off", "bf16", "fp16")
 #: Accepted ``train.log`` values; the CSV file is always written.
 LOG_BACKENDS = ("csv", "tensorboard")
-#: Accepted ``train.device`` values.
-DEVICES = ("auto", "cpu", "cuda")
+#: Accepted ``train.device`` values (and ``cuda:N``), as everywhere: :mod:`evseg_ros.device`.
+DEVICES = DEVICE_CHOICES
 #: Dataset types :func:`~evseg_ros.train.datasets.build_dataset` knows.
 _DATASET_TYPES = ("dsec", "rpea", "sim")
+
+
+def _device_ok(device: str) -> bool:
+    try:
+        check_device_text(device)
+    except DeviceError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +372,7 @@ class TrainSection:
         output_dir: Folder for checkpoints, ``metrics.csv`` and ``config.yaml``.
         log: ``csv``, or ``tensorboard`` (in addition to the CSV, when importable).
         log_every: Write a metrics row every this many steps.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch CPU threads (null = torch's default).
         progress: Show tqdm bars (only on a terminal and on rank 0 anyway).
         overwrite: Allow a fresh run into an ``output_dir`` that already holds checkpoints.
@@ -415,7 +424,9 @@ class TrainSection:
             )
         check_value(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         check_value(self.log in LOG_BACKENDS, "train.log", self.log, f"one of {LOG_BACKENDS}")
-        check_value(self.device in DEVICES, "train.device", self.device, f"one of {DEVICES}")
+        check_value(
+            _device_ok(self.device), "train.device", self.device, f"one of {DEVICES} or cuda:N"
+        )
         check_value(bool(self.output_dir), "train.output_dir", self.output_dir, "a folder path")
 
 

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from evseg_ros.device import DeviceError, resolve_device
 from evseg_ros.model.cacd import CACD_ARCH, CACDNet
 from evseg_ros.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -211,12 +212,10 @@ class Trainer:
     # -- construction ------------------------------------------------------------------------
     @staticmethod
     def _select_device(name: str) -> torch.device:
-        if name == "cuda" and not torch.cuda.is_available():
-            msg = "train.device is 'cuda' but torch sees no CUDA device"
-            raise ValueError(msg)
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(name)
+        try:
+            return resolve_device(name)
+        except DeviceError as err:
+            raise ValueError(f"train.device: {err}") from None
 
     def _autocast_dtype(self) -> torch.dtype | None:
         amp = self.config.train.amp

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from evseg_ros.device import DeviceError
 from evseg_ros.geometry.calibration import calibration_from_dict
 from evseg_ros.geometry.frame_remap import (
     FrameRemapper,
@@ -101,10 +102,29 @@ def test_bad_frames_and_options(warped_rig):
         remapper.remap(np.zeros((240, 300, 3), np.uint8))
     with pytest.raises(TypeError, match="torch"):
         remapper.remap(torch.zeros(3, 240, 320))
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(DeviceError, match="device must be one of auto, cpu, cuda or cuda:N"):
         FrameRemapper(warped_rig, "tpu")
-    with pytest.raises(ValueError, match="CPU only"):
-        FrameRemapper(warped_rig, "cuda", backend="opencv")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused_with_what_to_set(warped_rig):
+    with pytest.raises(DeviceError, match="set device to 'cpu' or 'auto'"):
+        FrameRemapper(warped_rig, "cuda")
+    assert FrameRemapper(warped_rig, "auto").backend is RemapBackend.OPENCV
+
+
+def test_channels_last_tensors_come_back_as_the_numpy_path_gives_them(warped_rig, sim_calibration):
+    image = np.clip(_smooth_image(), 0, 255).astype(np.uint8)
+    remapper = FrameRemapper(warped_rig, "cpu", backend="torch")
+    got = remapper.remap_image(torch.from_numpy(image))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8
+    np.testing.assert_array_equal(got.numpy(), remapper.remap_image(image))
+    gray = remapper.remap_image(torch.from_numpy(image[..., 0].copy()))
+    assert tuple(gray.shape) == (170, 300)
+    frame = torch.zeros((240, 320, 3), dtype=torch.uint8)
+    assert FrameRemapper(sim_calibration, "cpu").remap_image(frame) is frame  # identity grid
+    with pytest.raises(TypeError, match="torch"):
+        FrameRemapper(warped_rig, "cpu").remap_image(torch.from_numpy(image))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -116,3 +136,11 @@ def test_cuda_matches_cpu(warped_rig):
     got = gpu.remap(tensor).permute(1, 2, 0).cpu().numpy()
     expected = FrameRemapper(warped_rig, "cpu").remap(image)
     assert np.abs(got - expected)[2:-2, 2:-2].max() < 0.01
+    # the demosaiced frame's layout: (H, W, 3) uint8 in, the same out, still on the GPU
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    on_gpu = gpu.remap_image(torch.from_numpy(pixels).cuda())
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.uint8
+    cpu_torch = FrameRemapper(warped_rig, "cpu", backend="torch").remap_image(pixels)
+    assert np.abs(on_gpu.cpu().numpy().astype(int) - cpu_torch)[2:-2, 2:-2].max() <= 1
+    with pytest.raises(ValueError, match="CPU only"):
+        FrameRemapper(warped_rig, "cuda", backend="opencv")

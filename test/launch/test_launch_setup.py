@@ -81,7 +81,7 @@ def _setup(core, **arguments: str) -> list:
         "source": "sim", "bag": "", "rate": "1.0", "pacing": "realtime", "loop": "false",
         "replay_start_delay_s": "3.0", "calibration": "", "model": "models/cacd_b0_sim.onnx",
         "backend": "auto", "namespace": "rig", "config": str(REPO / "config" / "rig.yaml"),
-        "rviz": "false",
+        "rviz": "false", "managed": "false", "device": "",
     }
     values.update(arguments)
     context = LaunchContext()
@@ -201,3 +201,55 @@ def test_rviz_follows_the_namespace_through_a_temporary_config(core, prefix):
         assert not config.exists()
     finally:
         config.unlink(missing_ok=True)
+
+
+def test_managed_starts_lifecycle_nodes_and_configures_each_when_it_starts(core):
+    from launch.actions import RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+
+    actions = _setup(core, managed="true", calibration="/calib/rig.yaml")
+    assert not _nodes(actions)  # no plain node
+    nodes = {a.node_executable: a for a in actions if isinstance(a, LifecycleNode)}
+    assert set(nodes) == {"evk4_driver", "flir_driver", "accumulator", "segmentation"}
+    for node in nodes.values():
+        words = [part[0].text for part in node.cmd[1:] if hasattr(part[0], "text")]
+        assert words[0] == "--managed"  # before --ros-args: the executable's managed twin
+    handlers = [a.event_handler for a in actions if isinstance(a, RegisterEventHandler)]
+    # every node configured when its process starts; consumers activated once configured,
+    # their activation watched; the drivers' configure watched
+    assert sum(isinstance(h, OnProcessStart) for h in handlers) == 4
+    assert sum(isinstance(h, OnStateTransition) for h in handlers) == 2 + 2 + 2
+
+
+def test_managed_drivers_start_streaming_only_once_both_consumers_are_active(core):
+    from launch_ros.actions import LifecycleNode
+    from lifecycle_msgs.msg import Transition
+
+    actions = _setup(core, managed="true")
+    nodes = {a.node_executable: a for a in actions if isinstance(a, LifecycleNode)}
+    bringup = core.ManagedBringup(list(nodes.values()))
+
+    def activated(emitted: list) -> set[str]:
+        names = set()
+        for emit in emitted:
+            assert emit.event.transition_id == Transition.TRANSITION_ACTIVATE
+            names |= {n for n, node in nodes.items() if emit.event.lifecycle_node_matcher(node)}
+        return names
+
+    assert activated(bringup._driver_configured(None, nodes["evk4_driver"])) == set()
+    assert activated(bringup._consumer_active(None, nodes["segmentation"])) == set()
+    # the last consumer up releases the drivers configured so far ...
+    assert activated(bringup._consumer_active(None, nodes["accumulator"])) == {"evk4_driver"}
+    # ... and a driver configured later goes at once
+    assert activated(bringup._driver_configured(None, nodes["flir_driver"])) == {"flir_driver"}
+
+
+def test_device_goes_to_the_accumulator_and_the_segmentation_only(core) -> None:
+    nodes = _nodes(_setup(core, device="cuda:1"))
+    for name in ("accumulator", "segmentation"):
+        assert nodes[name].parameters()["device"] == "cuda:1"
+    for name in ("evk4_driver", "flir_driver"):
+        assert "device" not in nodes[name].parameters()
+    assert all("device" not in node.parameters() for node in _nodes(_setup(core)).values())

@@ -263,7 +263,6 @@ def test_replay_launch_delivers_masks_and_stops_cleanly_on_sigint(workspace, rec
     context = Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
     executor = SingleThreadedExecutor(context=context)
-    interrupted = stop_timeout = None
     try:
         node = Node("launch_test_probe", context=context)
         executor.add_node(node)
@@ -301,21 +300,96 @@ def test_replay_launch_delivers_masks_and_stops_cleanly_on_sigint(workspace, rec
     finally:
         executor.shutdown()
         rclpy.try_shutdown(context=context)
-        if launch.running():
-            interrupted = time.monotonic()
-            launch.process.send_signal(signal.SIGINT)  # what Ctrl-C does to `ros2 launch`
-        try:
-            returncode = launch.wait(timeout=30.0)
-        except subprocess.TimeoutExpired:
-            stop_timeout = launch.tail()
-        leftovers = launch.leftovers()
-        launch.kill()
+        stopped = _interrupt(launch)
 
+    _assert_stopped_cleanly(launch, stopped)
+    output = launch.output
+    if not rviz_installed.exists():
+        assert "rviz2 is not installed: the rig runs without RViz" in output
+        assert "[rviz2" not in output
+
+
+def test_managed_replay_launch_brings_the_lifecycle_nodes_up_and_delivers_masks(
+    workspace, recording, tmp_path
+):
+    """``managed:=true``: lifecycle nodes, configured and activated by the launch itself,
+    the drivers only once the accumulator and the segmentation node are active."""
+    import rclpy
+    from lifecycle_msgs.srv import GetState
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from evseg_ros.nodes.qos import RESULTS_QOS
+
+    bag, _calibration = recording
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    executor = SingleThreadedExecutor(context=context)
+    node = Node("managed_launch_probe", context=context)
+    executor.add_node(node)
+    masks: list[Image] = []
+    node.create_subscription(Image, "/rig/segmentation/mask", masks.append, RESULTS_QOS)
+    launch = RosLaunch(
+        workspace,
+        ["evseg_ros", "rig.launch.py", "source:=replay", f"bag:={bag}", "loop:=true",
+         "managed:=true"],
+        tmp_path / "ros_log",
+    )
+    try:
+        _spin_until(executor, lambda: len(masks) >= 3, FIRST_MASKS_TIMEOUT_S, launch, "masks")
+        print(f"first masks {time.monotonic() - launch.started:.1f} s after the launch")
+        assert all((mask.width, mask.height) == RECORDING_SIZE for mask in masks)
+        states = {}
+        for name in NODES:
+            client = node.create_client(GetState, f"/rig/{name}/get_state")
+            _spin_until(executor, client.service_is_ready, 60.0, launch, f"{name}/get_state")
+            future = client.call_async(GetState.Request())
+            _spin_until(executor, future.done, 30.0, launch, f"the state of {name}")
+            states[name] = future.result().current_state.label
+        assert states == dict.fromkeys(NODES, "active")
+    finally:
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)
+        stopped = _interrupt(launch)
+
+    _assert_stopped_cleanly(launch, stopped)
+    # each node logs its transitions: configured once, activated once, the drivers last
+    activated = {}
+    for name in NODES:
+        for verb, state in (("configure", "inactive"), ("activate", "active")):
+            pattern = rf"\[{name}-\d+\].*\]: {verb} done in [0-9.]+ s, now {state}$"
+            seen = [at for at, line in launch.lines if re.search(pattern, line)]
+            assert len(seen) == 1, f"{name}: {verb} logged {len(seen)} times:\n{launch.tail()}"
+        activated[name] = seen[0]
+    consumers_up = max(activated["accumulator"], activated["segmentation"])
+    for driver in ("evk4_driver", "flir_driver"):
+        assert activated[driver] > consumers_up, activated
+
+
+def _interrupt(launch: RosLaunch) -> tuple[float | None, int | None, str | None, list[str]]:
+    """SIGINT to ``ros2 launch`` as Ctrl-C sends it; (when, exit status, tail if stuck, left)."""
+    interrupted = returncode = stop_timeout = None
+    if launch.running():
+        interrupted = time.monotonic()
+        launch.process.send_signal(signal.SIGINT)
+    try:
+        returncode = launch.wait(timeout=30.0)
+    except subprocess.TimeoutExpired:
+        stop_timeout = launch.tail()
+    leftovers = launch.leftovers()
+    launch.kill()
+    return interrupted, returncode, stop_timeout, leftovers
+
+
+def _assert_stopped_cleanly(launch: RosLaunch, stopped: tuple) -> None:
+    """Every node finished cleanly within the stop budget; nothing left behind."""
+    interrupted, returncode, stop_timeout, leftovers = stopped
     assert stop_timeout is None, f"ros2 launch still running 30 s after SIGINT:\n{stop_timeout}"
     assert interrupted is not None, launch.tail()
-    output = launch.output
     assert returncode == 0, launch.tail()
-    assert "process has died" not in output, launch.tail()
+    assert "process has died" not in launch.output, launch.tail()
     for executable in NODES:
         finished = [
             at for at, line in launch.lines
@@ -326,7 +400,4 @@ def test_replay_launch_delivers_masks_and_stops_cleanly_on_sigint(workspace, rec
             f"{executable} took {finished[0] - interrupted:.2f} s to stop"
         )
     print(f"all nodes stopped {max(at for at, _ in launch.lines) - interrupted:.2f} s after SIGINT")
-    if not rviz_installed.exists():
-        assert "rviz2 is not installed: the rig runs without RViz" in output
-        assert "[rviz2" not in output
     assert leftovers == [], f"processes left behind: {leftovers}"

@@ -87,8 +87,9 @@ def _override_keys(expr: ast.expr, assignments: dict[str, list[ast.expr]]) -> se
 
 @pytest.fixture(scope="module")
 def launch_nodes(core_tree) -> dict[str, dict]:
+    """The graph nodes' keyword arguments (``_node(managed, ...)``: a Node or LifecycleNode)."""
     nodes = {}
-    for call in _calls(core_tree, "Node"):
+    for call in _calls(core_tree, "_node"):
         kwargs = _kwargs(call)
         executable = _literal(kwargs["executable"])
         if executable == "rviz2":
@@ -218,12 +219,13 @@ def test_config_keys_are_declared_by_their_nodes(declared):
 def test_launch_arguments_are_described(arguments):
     assert {
         "source", "bag", "rate", "pacing", "loop", "replay_start_delay_s", "calibration",
-        "model", "backend", "namespace", "config", "rviz",
+        "model", "backend", "namespace", "config", "rviz", "managed",
     } <= set(arguments)
     for name, kwargs in arguments.items():
         assert _literal(kwargs.get("description", "")), f"launch argument {name!r} undescribed"
-    for name in ("loop", "rviz"):
+    for name in ("loop", "rviz", "managed"):
         assert _literal(arguments[name]["choices"]) == ["true", "false"]
+    assert _literal(arguments["managed"]["default_value"]) == "false"  # plain nodes by default
     assert _literal(arguments["calibration"]["default_value"]) == ""
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from evseg_ros.events import evt3_fast
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
 from evseg_ros.events.representations import Representation
 from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.pipeline import AccumulatorConfig, EventFrameAccumulator
+from evseg_ros.pipeline.accumulator import EventPath
 from evseg_ros.pipeline.modality import HealthPolicy
 
 EPOCH_NS = 1_700_000_000_000_000_000
@@ -267,3 +272,187 @@ def test_frames_that_keep_coming_are_never_replaced_by_frameless_ones(sim_calibr
         out += acc.poll(now_ns=t1 * 1000)
     assert acc.counters["frameless_out"] == 0 and not any(r.frameless for r in out)
     assert any("unsynced" in r.health.reason or "late" in r.health.reason for r in out)
+
+
+# -- the fused path (what a CPU node runs) against the host path ------------------------------
+SAMPLE_RAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "expelliarmus" / (
+    "evt3_sample.raw"
+)
+needs_numba = pytest.mark.skipif(not evt3_fast.available(), reason="numba is not installed")
+WINDOW_MODES = {
+    "duration": WindowConfig(duration_us=30_000, end_offset_us=5_000),
+    "exposure": WindowConfig(mode=WindowMode.EXPOSURE, exposure_us=20_000),
+    "count": WindowConfig(mode=WindowMode.COUNT, event_count=20_000),
+}
+
+
+@pytest.fixture(scope="module")
+def sim_packets(sim_calibration):
+    """330 ms of the simulated rig in 5 ms packets, and its rising trigger edges."""
+    from evseg_ros.sim.rig import CoaxialRigSim
+
+    simulator = CoaxialRigSim(sim_calibration).event_simulator(0)
+    state = Evt3EncoderState()
+    packets, rising = [], []
+    for t in range(5_000, 330_001, 5_000):
+        events, triggers = simulator.advance_to(t)
+        first = min([int(a["t"][0]) for a in (events, triggers) if len(a)], default=t - 5_000)
+        packets.append((first, t, encode_evt3(events, triggers, state=state)))
+        rising += [int(edge["t"]) for edge in triggers if edge["value"] == 1]
+    return packets, rising
+
+
+def _sim_feed(sim_packets, *, loops: int = 1) -> list[tuple]:
+    """Packets in order, each frame once the events of its exposure are in.
+
+    With ``loops`` > 1 the recording starts over (sensor time restarts), as a looped replay.
+    """
+    packets, rising = sim_packets
+    feed, seq = [], 0
+    for loop in range(loops):
+        epoch = EPOCH_NS + loop * 10**12  # host time goes on while sensor time restarts
+        for first, t_end, data in packets:
+            feed.append(("packet", seq, epoch + first * 1000, data))
+            seq += 1
+            feed += [("frame", (loop, t), epoch + t * 1000) for t in rising if t + 25_000 == t_end]
+    return feed
+
+
+def _with_triggers_and_glitches(words: np.ndarray, edges_us: np.ndarray) -> np.ndarray:
+    """``words`` with an EXT_TRIGGER word where the clock reaches each of ``edges_us``, and a
+    clock glitch after every 997th TIME_LOW: an event 5 us ahead of the clock, then the
+    TIME_LOW again (Gen4 firmware re-sends time words so, and time steps back in a packet)."""
+    kind, index = words >> 12, np.arange(words.size)
+    last_high = np.maximum.accumulate(np.where(kind == 0x8, index, 0))
+    last_low = np.maximum.accumulate(np.where(kind == 0x6, index, 0))
+    clock = ((words[last_high] & 0xFFF).astype(np.int64) << 12) + (words[last_low] & 0xFFF)
+    edges = np.searchsorted(clock, edges_us)
+    lows = np.flatnonzero(kind == 0x6)[::997]
+    lows = lows[(words[lows] & 0xFFF) < 0xFF0]
+    at = np.concatenate((edges, np.repeat(lows + 1, 3)))
+    inserted = np.concatenate((
+        np.full(edges.size, 0xA001),  # rising edge, channel 0
+        np.stack((0x6000 | ((words[lows] & 0xFFF) + 5), np.full(lows.size, 0x2805), words[lows]),
+                 axis=1).ravel(),
+    )).astype("<u2")
+    order = np.argsort(at, kind="stable")
+    return np.insert(words, at[order], inserted[order])
+
+
+def _recording_feed(copies: int, *, packet_bytes: int) -> list[tuple]:
+    """The real EVT3 sample (a dense 1280x720 Gen4 recording), tiled, with trigger edges.
+
+    Copy k of the 8.8 ms recording has its clock moved past copy k - 1 (by whole TIME_HIGH
+    steps, 12.3 ms), and a trigger edge 4 ms into it: one frame per copy.
+    """
+    from evseg_ros.events.evt3 import Evt3Decoder, read_raw_file
+
+    _, payload = read_raw_file(SAMPLE_RAW)
+    words = np.frombuffer(payload, dtype="<u2")
+    high = (words >> 12) == 0x8
+    span = int(np.ptp(words[high] & 0xFFF)) + 1  # in 4096 us steps
+    tiled = np.tile(words, copies)
+    high_at = np.flatnonzero(np.tile(high, copies))
+    tiled[high_at] = 0x8000 | (((tiled[high_at] & 0xFFF) + high_at // words.size * span) & 0xFFF)
+    period_us = span << 12
+    first_us = (int(words[high][0] & 0xFFF) << 12) + 4_000
+    edges_us = first_us + period_us * np.arange(copies)
+    stream = _with_triggers_and_glitches(tiled, edges_us).tobytes()
+    decoder = Evt3Decoder(width=1280, height=720)
+    feed, edges = [], []
+    for seq, start in enumerate(range(0, len(stream), packet_bytes)):
+        data = stream[start : start + packet_bytes]
+        decoded = decoder.decode(data)
+        first = min([int(a["t"][0]) for a in decoded if len(a)], default=decoder.current_time_us)
+        feed.append(("packet", seq, EPOCH_NS + first * 1000, data))
+        edges += [int(t) for t in decoded.triggers["t"]]
+        feed += [("frame", t, EPOCH_NS + t * 1000) for t in edges
+                 if t + 2_000 <= decoder.current_time_us]
+        edges = [t for t in edges if t + 2_000 > decoder.current_time_us]
+    assert decoder.counters.time_backwards > copies and decoder.counters.triggers == copies
+    return feed
+
+
+def _drive(calibration, feed, config: AccumulatorConfig):
+    """Feed packets and frames as they come; everything that comes out, in order."""
+    width, height = calibration.event_camera.width, calibration.event_camera.height
+    acc = EventFrameAccumulator(calibration, config)
+    out = []
+    for kind, key, stamp_ns, *data in feed:
+        if kind == "packet":
+            acc.on_packet(encoding="evt3", data=data[0], seq=key, stamp_ns=stamp_ns,
+                          width=width, height=height)
+        else:
+            acc.on_frame(key, stamp_ns, arrival_ns=0)
+        out += acc.poll(now_ns=0)
+    return acc, out + acc.poll(now_ns=10**18)
+
+
+def _assert_same_as_host_path(calibration, feed, config: AccumulatorConfig) -> list:
+    """The fused path gives the host path's frames, figures and counters; return them."""
+    fused, fused_out = _drive(calibration, feed, replace(config, event_path=EventPath.FUSED))
+    host, host_out = _drive(calibration, feed, replace(config, event_path=EventPath.HOST))
+    assert (fused.path, host.path) == (EventPath.FUSED, EventPath.HOST)
+    assert len(fused_out) == len(host_out) > 0
+    for got, want in zip(fused_out, host_out, strict=True):
+        assert (got.key, got.stamp_ns, got.window_us, got.match) == (
+            want.key, want.stamp_ns, want.window_us, want.match
+        )
+        assert (got.num_events, got.late, got.health, got.frameless) == (
+            want.num_events, want.late, want.health, want.frameless
+        )
+        np.testing.assert_array_equal(got.event_frame, want.event_frame)
+    got_diag, want_diag = fused.diagnostics(), host.diagnostics()
+    assert got_diag.pop("event_path") == "fused" and want_diag.pop("event_path") == "host"
+    assert got_diag == want_diag
+    return host_out
+
+
+@needs_numba
+@pytest.mark.parametrize("mode", sorted(WINDOW_MODES))
+def test_fused_path_matches_host_path_on_the_simulated_rig(sim_calibration, sim_packets, mode):
+    config = AccumulatorConfig(window=WINDOW_MODES[mode])
+    assert EventFrameAccumulator(sim_calibration, config).path is EventPath.FUSED  # the default
+    # two loops: the second restarts sensor time, which must start the buffer over
+    feed = _sim_feed(sim_packets, loops=2)
+    out = _assert_same_as_host_path(sim_calibration, feed, config)
+    matched = [r for r in out if r.match.matched_trigger]
+    # the last frame of the first loop is still waiting for its trigger when time restarts
+    assert len(out) == 8 and len(matched) == 7 and all(r.num_events > 0 for r in matched)
+
+
+@needs_numba
+def test_fused_path_keeps_the_buffer_rules(sim_calibration, sim_packets):
+    """Overflow trims that cut into kept packets, a resent (out-of-order) packet, lost ones."""
+    feed = _sim_feed(sim_packets)
+    packets = [item for item in feed if item[0] == "packet"]
+    resent = ("packet", 1_000, packets[30][2], packets[28][3])
+    feed = [item for item in feed if item not in packets[40:42]]
+    feed.insert(feed.index(packets[31]), resent)
+    config = AccumulatorConfig(buffer_span_us=42_000)
+    _assert_same_as_host_path(sim_calibration, feed, config)
+    acc, _ = _drive(sim_calibration, feed, config)
+    counters = acc.diagnostics()
+    assert counters["events_dropped_overflow"] > 0 and counters["events_dropped_out_of_order"] > 0
+
+
+@needs_numba
+@pytest.mark.skipif(not SAMPLE_RAW.is_file(), reason=f"recording not found: {SAMPLE_RAW}")
+@pytest.mark.parametrize("mode", ["duration", "count"])
+def test_fused_path_matches_host_path_on_a_real_recording(mode):
+    """Dense Gen4 data with vector words, a homography table and clock glitches."""
+    from evseg_ros.geometry.calibration import calibration_from_dict
+
+    identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    calibration = calibration_from_dict({
+        "event_camera": {"width": 1280, "height": 720, "camera_matrix": identity},
+        "frame_camera": {"width": 640, "height": 480, "camera_matrix": identity},
+        "event_to_frame_homography": [0.55, 0.0, -20.0, 0.0, 0.55, 90.0, 0.0, 0.0, 1.0],
+    })
+    window = {
+        "duration": WindowConfig(duration_us=3_000, end_offset_us=1_000),
+        "count": WindowConfig(mode=WindowMode.COUNT, duration_us=3_000, event_count=30_000),
+    }[mode]
+    feed = _recording_feed(8, packet_bytes=12_288)
+    out = _assert_same_as_host_path(calibration, feed, AccumulatorConfig(window=window))
+    assert len(out) == 8 and all(r.match.matched_trigger and r.num_events > 0 for r in out)

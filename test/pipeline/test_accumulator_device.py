@@ -1,7 +1,8 @@
-"""The accumulator's torch device path gives the host path's frames and counters, bit for bit.
+"""The accumulator's torch path gives the host path's frames and counters, bit for bit.
 
-``cpu_torch`` runs the exact code of the CUDA path on the CPU, so these tests check it on every
-machine; the CUDA cases run wherever torch sees a GPU.
+The torch path forced onto the CPU (``event_path=TORCH, device="cpu"``) runs the exact code of
+the CUDA path, so these tests check it on every machine; the CUDA cases run wherever torch sees
+a GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from evseg_ros.device import DeviceError
+from evseg_ros.events import evt3_fast
 from evseg_ros.events.event_frame import EventFrameBuilder
 from evseg_ros.events.evt2 import Evt2Decoder
 from evseg_ros.events.evt3 import Evt3EncoderState, encode_evt3
@@ -21,7 +24,7 @@ from evseg_ros.events.types import EVENT_DTYPE, TRIGGER_DTYPE
 from evseg_ros.events.window import WindowConfig, WindowMode
 from evseg_ros.geometry.calibration import calibration_from_dict
 from evseg_ros.pipeline import AccumulatorConfig, EventFrameAccumulator
-from evseg_ros.pipeline.accumulator import use_device_path
+from evseg_ros.pipeline.accumulator import EventPath, choose_event_path
 
 EPOCH_NS = 1_750_000_000_000_000_000
 PERIOD_US = 50_000
@@ -32,7 +35,7 @@ EVT2_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 )
 
 DEVICES = [
-    "cpu_torch",
+    "cpu",
     pytest.param(
         "cuda",
         marks=pytest.mark.skipif(
@@ -65,9 +68,10 @@ def _bursty_stream(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return events, triggers
 
 
-def _run(calibration, device: str, window: WindowConfig):
+def _run(calibration, window: WindowConfig, device: str, path: EventPath):
     events, triggers = _bursty_stream()
-    acc = EventFrameAccumulator(calibration, AccumulatorConfig(window=window, device=device))
+    config = AccumulatorConfig(window=window, device=device, event_path=path)
+    acc = EventFrameAccumulator(calibration, config)
     frames = [k * PERIOD_US for k in range(1, 5)]
     out = []
     state = Evt3EncoderState()
@@ -90,9 +94,9 @@ def _run(calibration, device: str, window: WindowConfig):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window_name", sorted(WINDOWS))
 def test_device_path_matches_host_path(sim_calibration, device, window_name):
-    host, host_out = _run(sim_calibration, "cpu", WINDOWS[window_name])
-    dev, dev_out = _run(sim_calibration, device, WINDOWS[window_name])
-    assert dev.device != "cpu" or device == "cpu_torch"
+    host, host_out = _run(sim_calibration, WINDOWS[window_name], "cpu", EventPath.HOST)
+    dev, dev_out = _run(sim_calibration, WINDOWS[window_name], device, EventPath.TORCH)
+    assert dev.path is EventPath.TORCH and dev.device.startswith(device)
     for a, b in zip(host_out, dev_out, strict=True):
         assert isinstance(b.event_frame, torch.Tensor)
         assert str(b.event_frame.device).startswith("cuda" if device == "cuda" else "cpu")
@@ -123,7 +127,7 @@ def test_host_decoded_events_accumulate_on_the_device_like_the_host_builder(devi
     t0 = int(decoded.events["t"][len(decoded.events) // 3])
     t1 = t0 + 20_000
     window = decoded.events[(decoded.events["t"] >= t0) & (decoded.events["t"] < t1)]
-    torch_acc = TorchEvt3Accumulator(calibration, device=device.replace("cpu_torch", "cpu"))
+    torch_acc = TorchEvt3Accumulator(calibration, device=device)
     moved = torch_acc.device_events(decoded._replace(events=window))
     assert (moved.first_time_us, moved.last_time_us) == (int(window["t"][0]), int(window["t"][-1]))
     frame = torch_acc.build_frame(moved.times, moved.cells, t0, t1)
@@ -132,20 +136,35 @@ def test_host_decoded_events_accumulate_on_the_device_like_the_host_builder(devi
     assert torch_acc.unmapped_events == reference.unmapped_events
 
 
-def test_device_choice():
-    assert use_device_path("cpu", Representation.VOXEL_GRID) == (False, "cpu")
-    assert use_device_path("cpu_torch", Representation.EVENT_FRAME) == (True, "cpu")
-    expected_auto = (True, "cuda") if torch.cuda.is_available() else (False, "cpu")
-    assert use_device_path("auto", Representation.EVENT_FRAME) == expected_auto
-    # auto never fails: representations the device path lacks stay on the host
-    assert use_device_path("auto", Representation.VOXEL_GRID) == (False, "cpu")
+def test_event_path_choice():
+    frame, voxels = Representation.EVENT_FRAME, Representation.VOXEL_GRID
+    cpu_path = EventPath.FUSED if evt3_fast.available() else EventPath.HOST
+    assert choose_event_path("cpu", frame) == (cpu_path, "cpu")
+    assert choose_event_path("cpu", voxels) == (EventPath.HOST, "cpu")
+    assert choose_event_path(" CPU ", frame, EventPath.TORCH) == (EventPath.TORCH, "cpu")
+    assert choose_event_path("cpu", frame, EventPath.HOST) == (EventPath.HOST, "cpu")
+    on_gpu = (EventPath.TORCH, "cuda") if torch.cuda.is_available() else (cpu_path, "cpu")
+    assert choose_event_path("auto", frame) == on_gpu
+    # auto never fails: representations the torch path lacks stay on the host
+    assert choose_event_path("auto", voxels) == (EventPath.HOST, "cpu")
     with pytest.raises(ValueError, match="voxel_grid"):
-        use_device_path("cpu_torch", Representation.VOXEL_GRID)
-    with pytest.raises(ValueError, match="'gpu'"):
-        use_device_path("gpu", Representation.EVENT_FRAME)
+        choose_event_path("cpu", voxels, EventPath.TORCH)
+    with pytest.raises(ValueError, match="fused event path builds the event frame only"):
+        choose_event_path("cpu", voxels, EventPath.FUSED)
+    with pytest.raises(DeviceError, match="'gpu'"):
+        choose_event_path("gpu", frame)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
-def test_cuda_without_gpu_is_a_clear_error(sim_calibration):
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        EventFrameAccumulator(sim_calibration, AccumulatorConfig(device="cuda"))
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_gpu_is_a_clear_error(sim_calibration, device):
+    with pytest.raises(DeviceError, match="CUDA is not usable"):
+        EventFrameAccumulator(sim_calibration, AccumulatorConfig(device=device))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU visible to torch")
+def test_cuda_builds_on_the_gpu_and_the_cpu_paths_refuse_it(sim_calibration):
+    acc = EventFrameAccumulator(sim_calibration, AccumulatorConfig(device="cuda"))
+    assert (acc.path, acc.device) == (EventPath.TORCH, "cuda")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        choose_event_path("cuda", Representation.EVENT_FRAME, EventPath.FUSED)

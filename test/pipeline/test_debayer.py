@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from evseg_ros.device import DeviceError
 from evseg_ros.pipeline.debayer import (
     SUPPORTED_ENCODINGS,
     Debayer,
@@ -91,18 +92,29 @@ def test_unknown_encodings_and_shapes_are_clear_errors():
         debayer_torch(torch.zeros((4, 4), dtype=torch.int16), "bayer_rggb8")
     with pytest.raises(ValueError, match="Bayer"):
         debayer_torch(torch.zeros((4, 4), dtype=torch.uint8), "mono8")
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(DeviceError, match="device must be one of auto, cpu, cuda or cuda:N"):
         Debayer("tpu")
-    with pytest.raises(ValueError, match="opencv"):
-        Debayer("cuda", backend="opencv")
     assert set(BAYER) < set(SUPPORTED_ENCODINGS)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused_with_what_to_set():
+    with pytest.raises(DeviceError, match="set device to 'cpu' or 'auto'"):
+        Debayer("cuda")
+    assert Debayer("auto").device == "cpu" and Debayer("auto").backend == "opencv"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     raw = np.random.default_rng(1).integers(0, 256, (64, 80), dtype=np.uint8)
-    out = Debayer("cuda")(raw, "bayer_gbrg8")
+    debayer = Debayer("cuda")
+    assert debayer.backend == "torch" and Debayer("auto").device == "cuda"
+    out = debayer(raw, "bayer_gbrg8")  # a host mosaic goes up, RGB stays on the GPU
     assert out.device.type == "cuda"
     np.testing.assert_array_equal(
         out.cpu().numpy(), debayer_torch(torch.from_numpy(raw), "bayer_gbrg8").numpy()
     )
+    rgb = smooth_rgb()
+    np.testing.assert_array_equal(debayer(rgb[:, :, ::-1].copy(), "bgr8").cpu().numpy(), rgb)
+    with pytest.raises(ValueError, match="opencv"):
+        Debayer("cuda", backend="opencv")

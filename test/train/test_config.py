@@ -156,3 +156,13 @@ def test_paper_configs_expect_imagenet_weights(name: str, backbone: str) -> None
             config.model.pretrained_file()
     scratch = load_train_config(CONFIG_DIR / name, ["model.from_scratch=true"])
     assert scratch.model.pretrained_file() is None
+
+
+@pytest.mark.parametrize(("device", "ok"), [("cuda:1", True), ("CPU", True), ("gpu", False)])
+def test_train_device_is_read_like_every_other_device_parameter(device: str, ok: bool) -> None:
+    path = CONFIG_DIR / "cacd_b0_sim_quick.yaml"
+    if ok:
+        assert load_train_config(path, [f"train.device={device}"]).train.device == device
+    else:
+        with pytest.raises(ValueError, match="cuda:N"):
+            load_train_config(path, [f"train.device={device}"])
