@@ -341,13 +341,21 @@ def test_managed_replay_launch_brings_the_lifecycle_nodes_up_and_delivers_masks(
         _spin_until(executor, lambda: len(masks) >= 3, FIRST_MASKS_TIMEOUT_S, launch, "masks")
         print(f"first masks {time.monotonic() - launch.started:.1f} s after the launch")
         assert all((mask.width, mask.height) == RECORDING_SIZE for mask in masks)
+        # each driver is activated on its own once it is configured (a frame driver that is
+        # ready first streams alone: frame-only masks), so the masks may come before the
+        # event driver's activation: every node must get there, not all at the same moment
+        clients = {name: node.create_client(GetState, f"/rig/{name}/get_state") for name in NODES}
         states = {}
-        for name in NODES:
-            client = node.create_client(GetState, f"/rig/{name}/get_state")
-            _spin_until(executor, client.service_is_ready, 60.0, launch, f"{name}/get_state")
-            future = client.call_async(GetState.Request())
-            _spin_until(executor, future.done, 30.0, launch, f"the state of {name}")
-            states[name] = future.result().current_state.label
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            for name, client in clients.items():
+                _spin_until(executor, client.service_is_ready, 60.0, launch, f"{name}/get_state")
+                future = client.call_async(GetState.Request())
+                _spin_until(executor, future.done, 30.0, launch, f"the state of {name}")
+                states[name] = future.result().current_state.label
+            if set(states.values()) == {"active"}:
+                break
+            executor.spin_once(timeout_sec=0.5)
         assert states == dict.fromkeys(NODES, "active")
     finally:
         executor.shutdown()
