@@ -176,7 +176,9 @@ class BackendStatus:
 
 
 def _factory(name: str) -> BackendFactory:
-    """The class of a backend, imported only when it is asked for."""
+    """The class of a backend ``(model_path, *, network_width, network_height, device,
+    **options)``, imported only when it is asked for: a missing optional engine only matters
+    when it is chosen."""
     if name == "tensorrt":
         from evseg_ros.runtime.tensorrt_backend import TensorRTBackend
 
@@ -190,12 +192,8 @@ def _factory(name: str) -> BackendFactory:
     return OnnxRuntimeBackend
 
 
-#: Backend name -> factory ``(model_path, *, network_width, network_height, device, **options)``.
-#: Factories import their engine lazily so a missing optional engine only matters when chosen.
-BACKENDS: dict[str, BackendFactory] = {
-    name: (lambda *a, _n=name, **k: _factory(_n)(*a, **k))
-    for name in ("tensorrt", "pytorch", "onnxruntime")
-}
+#: The backends' names (besides ``auto``).
+BACKENDS = ("tensorrt", "pytorch", "onnxruntime")
 
 #: What ``auto`` tries, best first: (backend, device kind).
 AUTO_ORDER = (
@@ -257,8 +255,8 @@ def create_backend(
         raise ModelNotFoundError(model_path)
     sizes = {"network_width": network_width, "network_height": network_height}
     if name != "auto":
-        factory = BACKENDS[name]
-        backend = factory(model_path, device=device, **sizes, **_accepted(_factory(name), options))
+        factory = _factory(name)
+        backend = factory(model_path, device=device, **sizes, **_accepted(factory, options))
         backend.selection = f"{backend.name} on {backend.device} (requested)"
         _LOG.debug(
             "segmentation backend %s for %s: %s", backend.name, model_path, backend.description

@@ -78,7 +78,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from evseg_ros.device import DeviceError, resolve_device
     from evseg_ros.paths import resolve_package_path
     from evseg_ros.runtime.engine_builder import BuildOptions, import_tensorrt
-    from evseg_ros.runtime.engine_cache import cache_dir, calibration_cache_path
+    from evseg_ros.runtime.engine_cache import cache_dir, calibration_cache_path, timing_cache_path
     from evseg_ros.runtime.errors import RuntimeBackendError
     from evseg_ros.runtime.int8_calibration import calibration_batches
     from evseg_ros.runtime.tensorrt_engine import (
@@ -111,7 +111,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         options = BuildOptions(
             precision=args.precision,
             workspace_mib=args.workspace_mib,
-            timing_cache=Path(args.timing_cache) if args.timing_cache else folder / "timing.cache",
+            timing_cache=Path(args.timing_cache or timing_cache_path(folder)),
             calibration_cache=calibration_cache,
             calibration_batches=batches,
         )

@@ -104,6 +104,11 @@ def engine_path(
     return folder / f"{onnx_path.stem}.{precision}.{width}x{height}.engine"
 
 
+def timing_cache_path(folder: Path) -> Path:
+    """The builder's layer timings, shared by every engine built in ``folder``."""
+    return folder / "timing.cache"
+
+
 def calibration_cache_path(folder: Path, onnx_path: Path) -> Path:
     """Where a model's INT8 scales live by default: shared by every size and GPU of one model."""
     return folder / f"{onnx_path.stem}.int8.calib"
@@ -114,13 +119,14 @@ def manifest_path(engine: Path) -> Path:
     return engine.with_suffix(".json")
 
 
-def write_manifest(engine: Path, key: EngineKey, **details) -> Path:
-    """Record ``key``, the engine's own hash and how it was built; written atomically."""
+def write_manifest(engine: Path, data: bytes, key: EngineKey, **details) -> Path:
+    """Record ``key``, the hash of the engine's bytes ``data`` (as just written to ``engine``)
+    and how it was built; written atomically."""
     record = {
         "format": MANIFEST_FORMAT,
         "key": asdict(key),
-        "engine_sha256": file_sha256(engine),
-        "engine_bytes": engine.stat().st_size,
+        "engine_sha256": hashlib.sha256(data).hexdigest(),
+        "engine_bytes": len(data),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **details,
     }
@@ -155,14 +161,15 @@ def read_manifest(engine: Path) -> dict:
     return record
 
 
-def decide(engine: Path, expected: EngineKey, *, check_hash: bool = True) -> EngineDecision:
-    """Whether the engine in ``engine``'s slot may be loaded for ``expected``, and why not.
+def decide(engine: Path, data: bytes | None, expected: EngineKey) -> EngineDecision:
+    """Whether the engine in ``engine``'s slot, read as ``data`` (None: no file), may be loaded
+    for ``expected``, and why not.
 
-    ``check_hash`` re-hashes the engine file against its manifest, which catches a truncated
-    copy or a disk fault before TensorRT is handed the bytes (a fraction of a second for a B0's
-    engine; the deserialisation that follows is the final check).
+    The bytes are hashed against the manifest, which catches a truncated copy or a disk fault
+    before TensorRT is handed them (the deserialisation that follows is the final check); the
+    caller reads the file once and hands TensorRT the same bytes.
     """
-    if not engine.is_file():
+    if data is None:
         return EngineDecision("build", f"no engine yet at {engine}")
     try:
         record = read_manifest(engine)
@@ -173,7 +180,7 @@ def decide(engine: Path, expected: EngineKey, *, check_hash: bool = True) -> Eng
     why = expected.mismatch(record["key"])
     if why:
         return EngineDecision("build", f"{engine.name} is stale or foreign: {why}")
-    if check_hash and file_sha256(engine) != record.get("engine_sha256"):
+    if hashlib.sha256(data).hexdigest() != record.get("engine_sha256"):
         return EngineDecision(
             "build", f"{engine.name} does not match its manifest's sha256: corrupt or modified"
         )
@@ -193,5 +200,6 @@ __all__ = [
     "file_sha256",
     "manifest_path",
     "read_manifest",
+    "timing_cache_path",
     "write_manifest",
 ]

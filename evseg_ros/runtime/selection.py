@@ -11,6 +11,7 @@ from pathlib import Path
 
 from evseg_ros.device import check_device_text, cuda_available
 from evseg_ros.runtime.backend import AUTO_ORDER, BackendStatus
+from evseg_ros.runtime.torch_backend import checkpoint_for
 
 
 def _tensorrt_version() -> tuple[str, str]:
@@ -54,7 +55,7 @@ def probe_backends(model_path: str | Path, device: str = "auto") -> list[Backend
     device = check_device_text(device)
     path = Path(model_path)
     onnx = path.suffix == ".onnx"
-    checkpoint = path.with_suffix(".pt") if onnx else path
+    checkpoint = checkpoint_for(path)
     gpu = cuda_available()
     rows = []
     for name, kind in AUTO_ORDER:

@@ -26,7 +26,12 @@ from evseg_ros.runtime.backend import (
     stage_timings,
 )
 from evseg_ros.runtime.engine_builder import BuildOptions, import_tensorrt
-from evseg_ros.runtime.engine_cache import ENGINE_PRECISIONS, cache_dir, calibration_cache_path
+from evseg_ros.runtime.engine_cache import (
+    ENGINE_PRECISIONS,
+    cache_dir,
+    calibration_cache_path,
+    timing_cache_path,
+)
 from evseg_ros.runtime.errors import ModelNotFoundError, RuntimeBackendError
 from evseg_ros.runtime.tensorrt_engine import GpuFacts, network_shapes, prepare_engine
 
@@ -182,7 +187,7 @@ class TensorRTBackend:
             )
         self.options = BuildOptions(
             precision=self.precision,
-            timing_cache=self.cache_folder / "timing.cache",
+            timing_cache=timing_cache_path(self.cache_folder),
             calibration_cache=scales,
         )
         self.return_logits = return_logits

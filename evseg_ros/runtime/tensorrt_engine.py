@@ -15,7 +15,7 @@ import fcntl
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -135,11 +135,14 @@ def prepare_engine(
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     with _build_lock(path):  # another process may be building this very slot
         key = engine_key(trt, onnx_path, gpu, options.precision, shapes, options.calibration_cache)
+        data = path.read_bytes() if path.is_file() else None
         decision = (
-            EngineDecision("build", "rebuild requested") if force_rebuild else decide(path, key)
+            EngineDecision("build", "rebuild requested")
+            if force_rebuild
+            else decide(path, data, key)
         )
         if decision.action == "load":
-            engine = _deserialize(trt, runtime, path.read_bytes())
+            engine = _deserialize(trt, runtime, data)
             if engine is not None:
                 _LOG.info("TensorRT engine %s loaded: %s", path, decision.reason)
                 return PreparedEngine(path, engine, decision, built=False)
@@ -153,10 +156,11 @@ def prepare_engine(
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-        # the calibration cache exists now if INT8 computed it: key the engine to it
-        key = engine_key(trt, onnx_path, gpu, options.precision, shapes, options.calibration_cache)
+        if options.precision == "int8":  # the scales exist now if the build computed them
+            key = replace(key, calibration_sha256=file_sha256(options.calibration_cache))
         write_manifest(
             path,
+            data,
             key,
             onnx_file=str(onnx_path),
             build_seconds=round(build_s, 1),
