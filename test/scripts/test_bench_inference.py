@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_inference.py"
 
 
-def test_prints_a_ratio_line_per_size_for_the_shipped_configuration(capsys):
-    spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_prints_a_ratio_line_per_size_for_the_shipped_configuration(capsys, load_script):
+    bench = load_script("bench_inference")
     argv = ["--sizes", "64x64,96x64", "--repeats", "1", "--threads", "1"]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out

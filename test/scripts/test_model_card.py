@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "model_card.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("model_card", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_modes_and_baseline_on_the_same_held_out_frames(tmp_path, tiny_onnx_model, capsys):
-    card = load_script()
+def test_modes_and_baseline_on_the_same_held_out_frames(
+    tmp_path, tiny_onnx_model, capsys, load_script
+):
+    card = load_script("model_card")
     output = tmp_path / "metrics.json"
     argv = [
         "--model", str(tiny_onnx_model), "--baseline", f"again={tiny_onnx_model}",

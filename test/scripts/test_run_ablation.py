@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run_ablation.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_ablation_writes_json_and_tables(tmp_path, capsys):
-    ablation = load_script()
+def test_quick_ablation_writes_json_and_tables(tmp_path, capsys, load_script):
+    ablation = load_script("run_ablation")
     output = tmp_path / "report"
     argv = [
         "--quick",

@@ -6,29 +6,17 @@ figures depend on the machine and its load.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import deque
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 #: wall time of the run: a few intervals and several passes of the 0.6 s recording
 RUN_SECONDS = 20.0
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("soak_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_soak_writes_samples_with_memory_and_masks(
-    short_recording, tiny_onnx_model, tmp_path, capsys
+    short_recording, tiny_onnx_model, tmp_path, capsys, load_script
 ):
-    soak = load_script()
+    soak = load_script("soak")
     output = tmp_path / "soak" / "soak.json"
     argv = [
         "--bag", str(short_recording),
@@ -51,8 +39,8 @@ def test_soak_writes_samples_with_memory_and_masks(
     assert "summary after" in printed and "growth after warm-up" in printed
 
 
-def test_keys_are_matched_by_whole_words_and_drops_are_no_queues():
-    soak = load_script()
+def test_keys_are_matched_by_whole_words_and_drops_are_no_queues(load_script):
+    soak = load_script("soak")
     values = {
         "accumulator": {
             "frames_pending": 3, "events_buffered": 10, "frames_dropped_queue_full": 1,
@@ -68,8 +56,8 @@ def test_keys_are_matched_by_whole_words_and_drops_are_no_queues():
     }
 
 
-def test_a_mask_takes_its_frame_of_this_pass_once():
-    soak = load_script()
+def test_a_mask_takes_its_frame_of_this_pass_once(load_script):
+    soak = load_script("soak")
     published = deque([(10, 1_000), (20, 2_000), (10, 7_000)], maxlen=8)  # stamp 10 twice
     send_times = soak.FrameSendTimes(published, max_age_ns=5_000)
     assert send_times.take(10, 7_500) == 7_000  # the newest pass's frame
