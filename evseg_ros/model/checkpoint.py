@@ -184,23 +184,23 @@ WEIGHTS_ONLY_KEYS = ("arch", "config", "label_set", "train_config", "step")
 
 
 def save_weights_only(
-    checkpoint: str | Path, path: str | Path, *, ema: bool = False, overwrite: bool = False
+    model: CACDNet, info: CheckpointInfo, path: str | Path, *, overwrite: bool = False
 ) -> Path:
-    """Write the network of ``checkpoint`` alone: what ships beside an ONNX export.
+    """Write ``model``, as :func:`load_model` read it with ``info``, alone: what ships beside
+    an ONNX export.
 
     A trainer checkpoint is about three times the size of its weights (Adam's moments); the
-    pytorch backend and :func:`load_model` need only the weights and the provenance.
+    pytorch backend and :func:`load_model` need only the weights and the provenance, which are
+    taken from ``info.path`` (memory-mapped: the network is not built again).
 
     Raises:
-        CheckpointError: ``checkpoint`` is not loadable (see :func:`load_model`).
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         msg = f"{str(path)!r} already exists (pass --overwrite to replace it)"
         raise FileExistsError(msg)
-    model, _ = load_model(checkpoint, ema=ema)
-    data = _read_checkpoint(Path(checkpoint))
+    data = _read_checkpoint(info.path)
     payload = {key: data[key] for key in WEIGHTS_ONLY_KEYS if key in data}
     payload["state_dict"] = model.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from evseg_ros.labels import DSEC_11, LabelSet, get_label_set
 from evseg_ros.model.cacd import CACDNet
-from evseg_ros.model.checkpoint import UNKNOWN, load_model
+from evseg_ros.model.checkpoint import UNKNOWN, CheckpointInfo, load_model
 from evseg_ros.runtime.backend import (
     INPUT_CONTRACT,
     INPUT_NAMES,
@@ -230,6 +230,27 @@ def export_checkpoint(
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     model, info = load_model(checkpoint, ema=ema)
+    return export_loaded(
+        model, info, path, height=height, width=width, with_logits=with_logits,
+        overwrite=overwrite,
+    )
+
+
+def export_loaded(
+    model: CACDNet,
+    info: CheckpointInfo,
+    path: str | Path,
+    *,
+    height: int = 240,
+    width: int = 320,
+    with_logits: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """:func:`export_checkpoint` of a network :func:`load_model` already read with ``info``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
     label_set = get_label_set(info.label_set) if info.label_set else DSEC_11
     return export_onnx(
         model,

@@ -114,21 +114,19 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """Run ``evseg export``; returns the exit status (2 for a bad checkpoint or target)."""
     from evseg_ros.model.checkpoint import load_model, save_weights_only
-    from evseg_ros.model.export import export_checkpoint
+    from evseg_ros.model.export import export_loaded
 
     try:
-        model, info = load_model(args.checkpoint, ema=args.ema)
+        model, info = load_model(args.checkpoint, ema=args.ema)  # once, for both outputs
         if args.weights_output:  # first: a refused target must not leave half the outputs
-            save_weights_only(
-                args.checkpoint, args.weights_output, ema=args.ema, overwrite=args.overwrite
-            )
-        written = export_checkpoint(
-            args.checkpoint,
+            save_weights_only(model, info, args.weights_output, overwrite=args.overwrite)
+        written = export_loaded(
+            model,
+            info,
             args.output,
             height=args.height,
             width=args.width,
             with_logits=not args.no_logits,
-            ema=args.ema,
             overwrite=args.overwrite,
         )
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
